@@ -1,0 +1,42 @@
+"""Helpers shared by the subcommands: config loading with errors printed, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from sync.config.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def print_config_error(error: ConfigError) -> None:
+    """Every issue on its own line on stderr, as `file:line: path: message`."""
+    print(str(error), file=sys.stderr)
+    count = len(error.issues)
+    print(
+        f"{count} configuration error{'s' if count != 1 else ''}; nothing was started",
+        file=sys.stderr,
+    )
+
+
+def looks_like_hub_config(path: str | Path) -> bool:
+    """Guess the kind of a config file from its top-level keys (for `validate`)."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    return any(line.startswith(("hub_id:", "store:")) for line in text.splitlines())
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop`; a second one exits at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(*_: Any) -> None:
+        if stop.is_set():
+            sys.exit(130)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)

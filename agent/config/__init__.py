@@ -1,0 +1,34 @@
+"""The agent's configuration: dataclass models and the loader that validates YAML into them."""
+
+from agent.config.load import load_agent_config, parse_agent_config
+from agent.config.model import (
+    AgentConfig,
+    FilterStep,
+    KeyConfig,
+    MqttOutputConfig,
+    MqttSourceConfig,
+    PayloadConfig,
+    PipelineConfig,
+    QueueConfig,
+    StreamConfig,
+    TopicConfig,
+    WindowStep,
+)
+from sync.config.errors import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "ConfigError",
+    "FilterStep",
+    "KeyConfig",
+    "MqttOutputConfig",
+    "MqttSourceConfig",
+    "PayloadConfig",
+    "PipelineConfig",
+    "QueueConfig",
+    "StreamConfig",
+    "TopicConfig",
+    "WindowStep",
+    "load_agent_config",
+    "parse_agent_config",
+]

@@ -1,0 +1,378 @@
+"""The agent's configuration: one frozen dataclass per YAML section.
+
+These classes are the single source of truth for the agent's YAML: the
+walker in `sync.config.spec` validates against them and
+`scripts/gen_config_docs.py` renders `docs/configuration.md` from them.
+Field names are a contract other modules read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated, ClassVar, Final, Literal
+
+from sync.config.errors import IssueKind, Problem, describe, hint
+from sync.config.fields import TAGGED_BY_KEY, TAGGED_BY_TYPE, config_class, setting
+from sync.config.units import Duration, Size
+from sync.mqtt.config import MqttConnectionConfig
+from sync.uplink_config import DEVICE_ID_PATTERN, UplinkConfig
+
+NAME_PATTERN: Final = r"[A-Za-z0-9_.-]{1,64}"
+"""Source, pipeline and output names: they appear in MQTT client ids, task names and logs."""
+STREAM_PATTERN: Final = r"[A-Za-z0-9.-][A-Za-z0-9_.-]*"
+"""Stream names; a leading `_` is kept for streams the agent makes itself."""
+READABLE_RESERVED: Final = frozenset({"_deadletter"})
+"""Built-in streams (the queue's dead-letter stream) that pipelines and outputs may read."""
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@config_class
+class QueueConfig:
+    """The durable SQLite queue every received event is committed to before it is acknowledged."""
+
+    commit_interval: Duration = setting(
+        default=0.25,
+        doc="Received events are committed together at this interval (group commit): "
+        "longer means fewer SD-card writes but later acknowledgements.",
+        minimum=0.001,
+    )
+    commit_max_events: int = setting(
+        default=5000,
+        doc="Commit before the interval ends once this many events are waiting.",
+        minimum=1,
+    )
+    synchronous: Literal["full", "normal"] = setting(
+        default="full",
+        doc="SQLite synchronous mode: full survives power loss; "
+        "normal is faster but may lose the last commits on power loss.",
+    )
+    max_pending: int = setting(
+        default=20000,
+        doc="Events received but not yet committed before sources pause intake; bounds memory.",
+        minimum=1,
+    )
+    read_batch: int = setting(
+        default=1000,
+        doc="Events read from the queue at a time by pipelines, outputs and the uplink.",
+        minimum=1,
+    )
+
+
+@config_class
+class StreamConfig:
+    """A named, durable, ordered sequence of events with its own retention limits."""
+
+    max_bytes: Size = setting(
+        default=256 * 1024**2,
+        doc="Disk budget of the stream; beyond it the overflow policy applies.",
+        minimum=1,
+    )
+    max_age: Duration = setting(
+        default=7 * 86400.0,
+        doc="Events older than this are deleted, sent or not; unsent ones are counted as dropped.",
+        minimum=1.0,
+    )
+    overflow: Literal["drop_oldest", "drop_newest", "block"] = setting(
+        default="drop_oldest",
+        doc="When max_bytes is reached: drop_oldest deletes the oldest events, drop_newest "
+        "refuses new ones, block pauses the sources; drops are counted and reported to the hub.",
+    )
+    uplink: bool = setting(
+        default=False, doc="Send this stream's events to the hub (needs the uplink section)."
+    )
+
+
+@config_class
+class PayloadConfig:
+    """How a source decodes message payloads and finds their event time."""
+
+    format: Literal["json", "raw"] = setting(
+        default="json",
+        doc="json parses each payload (malformed ones go to the _deadletter stream); "
+        "raw keeps the bytes as they are.",
+    )
+    max_size: Size = setting(
+        default=256 * 1024,
+        doc="Larger payloads are rejected and counted instead of stored.",
+        minimum=1,
+    )
+    time_field: str | None = setting(
+        default=None,
+        doc="Dotted payload field holding the event time as epoch number; "
+        "unset, or missing in a payload, uses the arrival time.",
+        example="meta.ts",
+    )
+    time_unit: Literal["s", "ms", "us", "ns"] = setting(
+        default="s", doc="Unit of the epoch number in time_field."
+    )
+
+
+@config_class
+class KeyConfig:
+    """Where a source finds each event's key, which windows and output topics group by."""
+
+    topic_segment: int | None = setting(
+        default=None,
+        doc="Topic level used as the key, counted from 0 (negative counts from the end), "
+        "e.g. 1 for sensors/<id>/temp.",
+        example=1,
+    )
+    field: str | None = setting(
+        default=None, doc="Dotted payload field used as the key.", example="device.id"
+    )
+
+    def check(self) -> list[Problem]:
+        if self.topic_segment is not None and self.field is not None:
+            return [Problem("field", "cannot be used together with topic_segment; choose one")]
+        return []
+
+
+@config_class
+class TopicConfig:
+    """One subscription of an MQTT source; a plain string is short for `{topic: ...}`."""
+
+    shorthand: ClassVar[str] = "topic"
+
+    topic: str = setting(
+        doc="MQTT topic filter to subscribe to; + matches one level, # the rest.",
+        example="sensors/+/temperature",
+    )
+    qos: int = setting(
+        default=1,
+        doc="Subscription QoS: with 1 or 2 a message is acknowledged only after it is "
+        "committed; 0 can lose messages.",
+        minimum=0,
+        maximum=2,
+    )
+
+    def check(self) -> list[Problem]:
+        levels = self.topic.split("/")
+        misplaced = any(
+            ("+" in level and level != "+") or ("#" in level and level != "#") for level in levels
+        )
+        if self.topic and not misplaced and "#" not in levels[:-1]:
+            return []
+        message = (
+            f"expected an MQTT topic filter such as sensors/+/temp, got {describe(self.topic)}"
+        )
+        return [Problem("topic", message, IssueKind.WRONG_TYPE)]
+
+
+@config_class
+class MqttSourceConfig:
+    """Subscribes to MQTT topics and commits each message to a stream before acknowledging it."""
+
+    kind: ClassVar[str] = "mqtt"
+
+    name: str = setting(
+        doc="Unique name of the source, used in logs, metrics and the client id.",
+        pattern=NAME_PATTERN,
+    )
+    stream: str = setting(doc="Stream the received events are appended to.", example="sensors")
+    broker: MqttConnectionConfig = setting(doc="Broker to subscribe at.")
+    topics: tuple[TopicConfig, ...] = setting(
+        doc="Topic filters to subscribe to; each a string or a mapping with topic and qos.",
+        example=["sensors/#"],
+        minimum=1,
+    )
+    clean_session: bool = setting(
+        default=False,
+        doc="Start without the broker's stored session; false keeps subscriptions and queued "
+        "QoS 1/2 messages across reconnects.",
+    )
+    payload: PayloadConfig = setting(default=PayloadConfig(), doc="Payload decoding.")
+    key: KeyConfig = setting(default=KeyConfig(), doc="Event key extraction; unset means no key.")
+
+
+@config_class
+class FilterStep:
+    """Keeps only events for which an expression is true; write `- filter: <expression>`."""
+
+    kind: ClassVar[str] = "filter"
+    shorthand: ClassVar[str] = "expr"
+
+    expr: str = setting(
+        doc="Condition an event must meet to pass on; a missing field is null, "
+        "so the condition is false, not an error.",
+        example="temp > 30 and topic[1] != 'test'",
+    )
+
+
+@config_class
+class WindowStep:
+    """Aggregates events per time window (and per key) into one result event per window."""
+
+    kind: ClassVar[str] = "window"
+
+    type: Literal["tumbling"] = setting(
+        default="tumbling",
+        doc="Window kind; tumbling windows have a fixed size and do not overlap.",
+    )
+    size: Duration = setting(doc="Length of each window.", example="1m", minimum=0.001)
+    key: str | None = setting(
+        default=None,
+        doc="Expression whose value keeps a separate window per key; "
+        "unset uses one window for all events.",
+        example="topic[1]",
+    )
+    time: Literal["event", "ingest"] = setting(
+        default="event",
+        doc="Clock the windows follow: event uses the payload time (time_field), "
+        "ingest the arrival time.",
+    )
+    lateness: Duration = setting(
+        default=0.0, doc="How long after its end a window waits for out-of-order events."
+    )
+    idle: Duration = setting(
+        default=60.0,
+        doc="Close a window when no event arrived for this long, so a silent sensor "
+        "does not hold it open.",
+        minimum=0.001,
+    )
+    late: Literal["drop"] = setting(
+        default="drop", doc="Events arriving after their window closed are counted and dropped."
+    )
+    aggregates: dict[str, str] = setting(
+        doc="Result field name to aggregate call: count(), sum(x), avg(x), min(x), max(x), "
+        "first(x), last(x).",
+        example={"readings": "count()", "avg_temp": "avg(temp)"},
+        minimum=1,
+    )
+
+
+Step = Annotated[FilterStep | WindowStep, TAGGED_BY_KEY]
+
+
+@config_class
+class PipelineConfig:
+    """Reads one stream from its own durable cursor, runs steps, appends results to another."""
+
+    name: str = setting(
+        doc="Unique name of the pipeline, used in logs, metrics and its cursor.",
+        pattern=NAME_PATTERN,
+    )
+    input: str = setting(doc="Stream the pipeline reads.", example="sensors")
+    output: str = setting(doc="Stream the results are appended to.", example="sensors_1m")
+    steps: tuple[Step, ...] = setting(
+        doc="Steps applied in order, each `filter: <expression>` or `window: {...}`; "
+        "empty copies events unchanged."
+    )
+
+    def check(self) -> list[Problem]:
+        if self.input == self.output:
+            return [Problem("output", "must differ from input, or the pipeline feeds itself")]
+        return []
+
+
+@config_class
+class MqttOutputConfig:
+    """Publishes each event of a stream to an MQTT broker."""
+
+    kind: ClassVar[str] = "mqtt"
+
+    name: str = setting(
+        doc="Unique name of the output, used in logs, metrics and its cursor.",
+        pattern=NAME_PATTERN,
+    )
+    stream: str = setting(doc="Stream whose events are published.", example="sensors_1m")
+    broker: MqttConnectionConfig = setting(doc="Broker to publish to.")
+    topic: str = setting(
+        default="edgestream/{device_id}/{stream}/{key}",
+        doc="Topic of each message; {device_id}, {stream} and {key} are filled in per event.",
+    )
+    qos: int = setting(default=1, doc="Publish QoS.", minimum=0, maximum=2)
+    retain: bool = setting(default=False, doc="Ask the broker to retain the last message.")
+
+
+Source = Annotated[MqttSourceConfig, TAGGED_BY_TYPE]
+Output = Annotated[MqttOutputConfig, TAGGED_BY_TYPE]
+
+
+@config_class
+class AgentConfig:
+    """The whole agent: sources feed streams, pipelines transform them, outputs and uplink send."""
+
+    device_id: str = setting(
+        doc="Unique id of this device; it is part of uplink topics and MQTT client ids.",
+        example="greenhouse-1",
+        pattern=DEVICE_ID_PATTERN,
+    )
+    data_dir: str = setting(
+        default="./data",
+        doc="Folder for the durable queue and pipeline state; it must survive reboots.",
+    )
+    log_level: LogLevel = setting(default="info", doc="Least severe log level written.")
+    log_format: Literal["text", "json"] = setting(
+        default="text", doc="Log line format: text for people, json for a log collector."
+    )
+    queue: QueueConfig = setting(default=QueueConfig(), doc="Durable queue tuning.")
+    streams: dict[str, StreamConfig] = setting(
+        doc="Streams by name; an empty entry (`sensors: {}`) uses the defaults.",
+        example={"sensors": {"max_bytes": "64MiB", "uplink": True}},
+        minimum=1,
+    )
+    sources: tuple[Source, ...] = setting(default=(), doc="Where events come from, by `type`.")
+    pipelines: tuple[PipelineConfig, ...] = setting(default=(), doc="Stream-to-stream processing.")
+    outputs: tuple[Output, ...] = setting(default=(), doc="Where local results go, by `type`.")
+    uplink: UplinkConfig | None = setting(
+        default=None, doc="Store-and-forward to the hub; unset keeps all data on the device."
+    )
+
+    def check(self) -> list[Problem]:
+        return [
+            Problem(f"streams.{name}", _BAD_STREAM_NAME, IssueKind.WRONG_TYPE)
+            for name in self.streams
+            if not re.fullmatch(STREAM_PATTERN, name)
+        ]
+
+    def check_references(self) -> list[Problem]:
+        problems = [self._missing_stream(path, name, reads) for path, name, reads in self._refs()]
+        problems += _duplicates("sources", self.sources) + _duplicates("pipelines", self.pipelines)
+        problems += _duplicates("outputs", self.outputs) + self._uplink_problems()
+        return [problem for problem in problems if problem is not None]
+
+    def _refs(self) -> Iterator[tuple[str, str, bool]]:
+        """(path, stream name, whether it is only read) for every stream reference."""
+        for i, source in enumerate(self.sources):
+            yield f"sources[{i}].stream", source.stream, False
+        for i, pipeline in enumerate(self.pipelines):
+            yield f"pipelines[{i}].input", pipeline.input, True
+            yield f"pipelines[{i}].output", pipeline.output, False
+        for i, output in enumerate(self.outputs):
+            yield f"outputs[{i}].stream", output.stream, True
+
+    def _missing_stream(self, path: str, name: str, reads: bool) -> Problem | None:
+        if name in self.streams or (reads and name in READABLE_RESERVED):
+            return None
+        message = f"stream {describe(name)} is not defined in streams{hint(name, self.streams)}"
+        return Problem(path, message, IssueKind.BAD_REFERENCE)
+
+    def _uplink_problems(self) -> list[Problem | None]:
+        if self.uplink is not None:
+            return []
+        message = "is true but the top-level uplink section is not set"
+        return [
+            Problem(f"streams.{name}.uplink", message)
+            for name, s in self.streams.items()
+            if s.uplink
+        ]
+
+
+_BAD_STREAM_NAME: Final = (
+    'stream names use letters, digits, "_", "." and "-" and must not start with "_"'
+)
+
+
+def _duplicates(
+    section: str, items: tuple[MqttSourceConfig | PipelineConfig | MqttOutputConfig, ...]
+) -> list[Problem | None]:
+    first: dict[str, int] = {}
+    problems: list[Problem | None] = []
+    for i, item in enumerate(items):
+        if item.name in first:
+            message = f"name {describe(item.name)} is already used by {section}[{first[item.name]}]"
+            problems.append(Problem(f"{section}[{i}].name", message))
+        first.setdefault(item.name, i)
+    return problems

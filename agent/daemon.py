@@ -1,0 +1,119 @@
+"""The agent daemon: one queue, its sources, pipelines, outputs and uplink, supervised.
+
+Everything runs in one `asyncio.TaskGroup`, each task named after its component. A
+stop (SIGTERM, Ctrl-C) cancels the components -- sources first, so intake stops --
+and then closes the queue, which commits what is pending and checkpoints. Nothing is
+lost by stopping at any point: every hand-off acknowledges only after a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.config.model import AgentConfig
+from agent.outputs.mqtt import MqttOutput
+from agent.pipeline.build import compile_pipeline
+from agent.pipeline.runner import PipelineRunner
+from agent.queue import DEADLETTER_STREAM, DurableQueue, StreamLimits
+from agent.sources.mqtt import MqttSource
+from sync.uplink import CONSUMER as UPLINK_CONSUMER
+from sync.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Components:
+    """The running parts of one agent, built from its config."""
+
+    sources: list[MqttSource] = field(default_factory=list)
+    pipelines: list[PipelineRunner] = field(default_factory=list)
+    outputs: list[MqttOutput] = field(default_factory=list)
+    uplink: Uplink | None = None
+
+
+class Agent:
+    """Builds the components from a validated config and runs them until stopped."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.queue: DurableQueue | None = None
+        self.parts = Components()
+
+    async def open(self) -> None:
+        """Open the queue, declare its consumers and build every component."""
+        cfg = self.config
+        limits = {
+            name: StreamLimits(s.max_bytes, s.max_age, s.overflow)
+            for name, s in cfg.streams.items()
+        }
+        self.queue = await DurableQueue.open(
+            cfg.data_dir, limits, commit_interval=cfg.queue.commit_interval,
+            commit_max_events=cfg.queue.commit_max_events, synchronous=cfg.queue.synchronous,
+        )  # fmt: skip
+        await self.queue.register_consumers(self._consumers())
+        self.parts = self._build(self.queue)
+        log.info(
+            "Agent %s opened queue %s (epoch %s)", cfg.device_id, self.queue.path, self.queue.epoch
+        )
+
+    def _consumers(self) -> dict[str, list[str]]:
+        consumers: dict[str, list[str]] = {name: [] for name in self.config.streams}
+        consumers[DEADLETTER_STREAM] = []
+        for p in self.config.pipelines:
+            consumers[p.input].append(f"pipeline:{p.name}")
+        for o in self.config.outputs:
+            consumers[o.stream].append(f"output:{o.name}")
+        for name, stream in self.config.streams.items():
+            if stream.uplink:
+                consumers[name].append(UPLINK_CONSUMER)
+        return consumers
+
+    def _build(self, queue: DurableQueue) -> Components:
+        cfg = self.config
+        parts = Components()
+        pending = cfg.queue.max_pending
+        parts.sources = [MqttSource(s, queue, cfg.device_id, pending) for s in cfg.sources]
+        parts.pipelines = [
+            PipelineRunner(compile_pipeline(p), queue, cfg.queue.read_batch) for p in cfg.pipelines
+        ]
+        parts.outputs = [
+            MqttOutput(o, queue, cfg.device_id, cfg.queue.read_batch) for o in cfg.outputs
+        ]
+        uplink_streams = [name for name, s in cfg.streams.items() if s.uplink]
+        if cfg.uplink is not None and uplink_streams:
+            parts.uplink = Uplink(cfg.uplink, queue, cfg.device_id, uplink_streams)
+        return parts
+
+    def _coroutines(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        p = self.parts
+        runs: list[tuple[str, Coroutine[Any, Any, None]]] = []
+        runs += [(f"src.{s.config.name}", s.run()) for s in p.sources]
+        runs += [(f"pipeline.{r.name}", r.run()) for r in p.pipelines]
+        runs += [(f"out.{o.config.name}", o.run()) for o in p.outputs]
+        if p.uplink is not None:
+            runs.append(("uplink", p.uplink.run()))
+        return runs
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every component until `stop` is set, then shut down cleanly."""
+        if self.queue is None:
+            await self.open()
+        assert self.queue is not None
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(coro, name=f"edgestream[{name}]")
+                    for name, coro in self._coroutines()
+                ]
+                await stop.wait()
+                log.info("Stopping: intake first, then pipelines, outputs and uplink")
+                for task in tasks:  # sources were created first, so they stop first
+                    task.cancel()
+        finally:
+            await self.queue.close()
+            log.info("Agent stopped; queue closed cleanly")

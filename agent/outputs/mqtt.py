@@ -1,0 +1,83 @@
+"""The MQTT output: publish a stream's events to a broker, at least once, in order.
+
+It reads the stream through its own cursor and moves the cursor only after the broker
+acknowledged every message of the batch (PUBACK/PUBCOMP), so a crash or an outage
+re-publishes rather than loses. Topics come from a template with `{device_id}`,
+`{stream}`, `{key}` and `{topic}` (the event's original topic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from agent.config.model import MqttOutputConfig
+from agent.queue import DurableQueue
+from sync.mqtt.connection import MqttConnection
+from sync.outbox import StoredEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class OutputStats:
+    """Counters of one output since start."""
+
+    published: int = 0
+
+
+class MqttOutput:
+    """Publishes one stream to one broker."""
+
+    def __init__(
+        self, config: MqttOutputConfig, queue: DurableQueue, device_id: str, read_batch: int
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.device_id = device_id
+        self.read_batch = read_batch
+        self.stats = OutputStats()
+        self.consumer = f"output:{config.name}"
+        self.connection = MqttConnection(
+            config.broker,
+            client_id=config.broker.client_id or f"edgestream-{device_id}-out-{config.name}",
+            clean_session=True,
+            name=f"out.{config.name}",
+        )
+
+    async def run(self) -> None:
+        """Connect and publish until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(
+                self.connection.run(), name=f"edgestream[out.{self.config.name}].mqtt"
+            )
+            tasks.create_task(self._publish_loop(), name=f"edgestream[out.{self.config.name}].pub")
+
+    async def _publish_loop(self) -> None:
+        stream = self.config.stream
+        position = await self.queue.cursor(stream, self.consumer)
+        while True:
+            batch = await self.queue.read_after(stream, position, self.read_batch, 1 << 24)
+            if batch.empty:
+                await self.queue.wait_for_data(stream, position, 5.0)
+                continue
+            await asyncio.gather(*(self._publish(e) for e in batch.events))
+            await self.queue.ack(stream, self.consumer, batch.upto_seq)
+            position = batch.upto_seq
+            self.stats.published += len(batch.events)
+
+    async def _publish(self, event: StoredEvent) -> None:
+        topic = self.topic_for(event)
+        await self.connection.publish(topic, event.payload, self.config.qos, self.config.retain)
+
+    def topic_for(self, event: StoredEvent) -> str:
+        """Fill the topic template; a missing key or topic becomes `_`."""
+        return self.config.topic.format_map(
+            {
+                "device_id": self.device_id,
+                "stream": self.config.stream,
+                "key": event.key or "_",
+                "topic": event.topic or "_",
+            }
+        )

@@ -1,0 +1,1 @@
+"""Event pipelines: the steps that filter, key and aggregate events between streams."""

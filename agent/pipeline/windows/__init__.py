@@ -1,0 +1,1 @@
+"""Window kinds, one module each; the tumbling window is the first."""

@@ -1,0 +1,144 @@
+"""The MQTT source: subscribe, decode, store durably, and only then acknowledge.
+
+Protocol for each group of received messages (`_store_and_ack`):
+  1. paho delivers a QoS 1/2 message; it is NOT acknowledged (manual ack).
+  2. Messages gathered while the previous commit was running are decoded together;
+     bad ones become dead letters with their reason.
+  3. One queue transaction stores the events, the dead letters, their counters and
+     each message id's fingerprint (`mqtt_inflight`).
+  4. After that commit -- never before -- every message of the group is acknowledged to
+     the broker, in the order received.
+A kill between 3 and 4 makes the broker redeliver those messages (same id, DUP set)
+after restart; their fingerprints are found in step 3's table and they are acknowledged
+without being stored twice. When more than `max_pending` messages wait for a commit,
+the source stops reading its socket: the broker holds the excess (backpressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.config.model import MqttSourceConfig
+from agent.queue import DEADLETTER_STREAM, DurableQueue, InflightMark, NewEvent, QueueError
+from agent.queue.transaction import WriteTx
+from agent.sources.decode import DeadLetter, decode_message, digest
+from sync.backoff import Backoff
+from sync.mqtt.connection import MqttConnection
+from sync.mqtt.message import MqttMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """Counters of one source since start."""
+
+    received: int = 0
+    stored: int = 0
+    dead_lettered: int = 0
+    redeliveries_skipped: int = 0
+
+
+class MqttSource:
+    """One configured MQTT source feeding one stream."""
+
+    def __init__(
+        self, config: MqttSourceConfig, queue: DurableQueue, device_id: str, max_pending: int
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.stats = SourceStats()
+        self._id = f"mqtt.{config.name}"
+        self._max_pending = max_pending
+        self._buffer: list[MqttMessage] = []
+        self._wake = asyncio.Event()
+        self.connection = MqttConnection(
+            config.broker,
+            client_id=config.broker.client_id or f"edgestream-{device_id}-{config.name}",
+            clean_session=config.clean_session,
+            manual_ack=True,
+            subscriptions=[(t.topic, t.qos) for t in config.topics],
+            on_message=self._on_message,
+            name=f"src.{config.name}",
+            max_inflight=1000,
+        )
+
+    async def run(self) -> None:
+        """Connect and store messages until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.connection.run(), name=f"edgestream[{self._id}].mqtt")
+            tasks.create_task(self._store_loop(), name=f"edgestream[{self._id}].store")
+
+    def _on_message(self, message: MqttMessage) -> None:
+        self.stats.received += 1
+        self._buffer.append(message)
+        self._wake.set()
+        if len(self._buffer) >= self._max_pending:
+            self.connection.pause_reading()
+
+    async def _store_loop(self) -> None:
+        backoff = Backoff(0.5, 30.0)
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            group, self._buffer = self._buffer, []
+            while True:
+                try:
+                    await self._store_and_ack(group)
+                    backoff.reset()
+                    break
+                except QueueError as exc:
+                    delay = backoff.next_delay()
+                    log.error("Source %s could not store %d messages (%s); retrying in %.1fs",
+                              self.config.name, len(group), exc, delay)  # fmt: skip
+                    await asyncio.sleep(delay)
+            if len(self._buffer) < self._max_pending:
+                self.connection.resume_reading()
+
+    async def _store_and_ack(self, group: list[MqttMessage]) -> None:
+        fresh = await self._skip_redeliveries(group)
+        events: list[NewEvent] = []
+        dead: list[DeadLetter] = []
+        for message in fresh:  # Step 2
+            decoded = decode_message(
+                message, self.config.payload, self.config.key, self.config.name
+            )
+            (dead if isinstance(decoded, DeadLetter) else events).append(decoded)  # type: ignore[arg-type]
+        marks = [InflightMark(self._id, m.mid, digest(m)) for m in fresh if m.qos > 0]
+        await self.queue.transact(self._writer(events, dead, marks), weight=len(fresh))  # Step 3
+        for message in group:  # Step 4
+            if message.qos > 0:
+                self.connection.ack(message.mid, message.qos)
+        self.stats.stored += len(events)
+        self.stats.dead_lettered += len(dead)
+
+    def _writer(
+        self, events: list[NewEvent], dead: list[DeadLetter], marks: list[InflightMark]
+    ) -> Callable[[WriteTx], None]:
+        stream = self.config.stream
+
+        def write(tx: WriteTx) -> None:
+            if events:
+                tx.append(stream, events)
+            if dead:
+                tx.append(DEADLETTER_STREAM, [d.event for d in dead])
+                for d in dead:
+                    tx.incr(stream, f"dead_lettered.{d.reason}")
+            tx.mark_inflight(marks)
+
+        return write
+
+    async def _skip_redeliveries(self, group: list[MqttMessage]) -> list[MqttMessage]:
+        """Drop messages the broker redelivered although we had stored them (see Step 4)."""
+        fresh: list[MqttMessage] = []
+        for message in group:
+            if message.dup and message.qos > 0:
+                stored = await self.queue.inflight_digest(self._id, message.mid)
+                if stored == digest(message):
+                    self.stats.redeliveries_skipped += 1
+                    continue
+            fresh.append(message)
+        return fresh

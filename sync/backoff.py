@@ -1,0 +1,51 @@
+"""Jittered exponential backoff shared by every reconnecting component.
+
+One helper instead of a retry loop per source and sink: the delay doubles from
+``initial`` up to ``maximum``, and each delay is shortened by a random share of
+up to ``jitter`` so that many devices restarted by the same power cut do not
+reconnect to the broker in lock step.
+"""
+
+from __future__ import annotations
+
+import random
+
+
+class Backoff:
+    """Delays for successive failed attempts, reset after a success.
+
+    The n-th delay lies in ``[(1 - jitter) * base, base]`` where
+    ``base = min(maximum, initial * factor**n)``, so it never exceeds ``maximum``.
+    Pass a seeded ``random.Random`` to make the sequence reproducible in tests.
+    """
+
+    def __init__(
+        self,
+        initial: float,
+        maximum: float,
+        factor: float = 2.0,
+        jitter: float = 0.5,
+        rng: random.Random | None = None,
+    ) -> None:
+        if initial <= 0 or maximum < initial:
+            msg = f"Backoff needs 0 < initial <= maximum, got {initial} and {maximum}"
+            raise ValueError(msg)
+        if factor < 1 or not 0 <= jitter <= 1:
+            msg = f"Backoff needs factor >= 1 and 0 <= jitter <= 1, got {factor} and {jitter}"
+            raise ValueError(msg)
+        self._initial = initial
+        self._maximum = maximum
+        self._factor = factor
+        self._jitter = jitter
+        self._rng = rng if rng is not None else random.Random()
+        self._base = initial
+
+    def next_delay(self) -> float:
+        """Return the delay before the next attempt and grow the base for the one after."""
+        base = self._base
+        self._base = min(self._maximum, base * self._factor)
+        return base * (1.0 - self._jitter * self._rng.random())
+
+    def reset(self) -> None:
+        """Start again from ``initial``: call after a successful attempt."""
+        self._base = self._initial

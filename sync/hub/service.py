@@ -1,0 +1,160 @@
+"""The hub: receive device batches over MQTT, verify, deduplicate, commit, then ack.
+
+Protocol for each batch (the order is what makes delivery exactly-once):
+  1. Receive the batch on `<prefix>/<device>/up` (QoS 1, persistent session, manual ack:
+     the broker keeps redelivering it until step 4).
+  2. Decode and verify: wire version, checksum, and that the device in the header is the
+     device whose topic it arrived on (a device may only write its own data).
+  3. Commit it to the central store in one transaction with the dedup key
+     (device, epoch, stream, seq); batches waiting together share the transaction.
+  4. Acknowledge the MQTT message to the broker, and publish the hub's ack to
+     `<prefix>/<device>/ack`, which is what lets the device advance its cursor.
+A crash between 3 and 4 makes the broker redeliver and the device retry: step 3 then
+adds nothing (duplicates are ignored and counted) and step 4 completes the handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from sync.failpoints import failpoint
+from sync.hub.config import HubConfig
+from sync.hub.store import CommitResult, SqliteCentralStore
+from sync.mqtt.connection import MqttConnection
+from sync.mqtt.message import MqttMessage
+from sync.wire import Ack, Batch, WireFormatError, ack_topic, decode
+
+log = logging.getLogger(__name__)
+
+_MAX_GROUP = 64
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters the hub prints and exposes; cumulative since start."""
+
+    batches: int = 0
+    events: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    device: str
+    message: MqttMessage
+
+
+class Hub:
+    """One hub process: an MQTT subscription feeding a group-committing store."""
+
+    def __init__(self, config: HubConfig, store: SqliteCentralStore) -> None:
+        self.config = config
+        self.store = store
+        self.stats = HubStats()
+        self._inbox: asyncio.Queue[_Received] = asyncio.Queue()
+        self._prefix = config.topic_prefix
+        self.connection = MqttConnection(
+            config.broker,
+            client_id=config.broker.client_id or f"edgestream-hub-{config.hub_id}",
+            clean_session=False,
+            manual_ack=True,
+            subscriptions=[(self._subscription(), 1)],
+            on_message=self._on_message,
+            name=f"hub.{config.hub_id}",
+        )
+
+    def _subscription(self) -> str:
+        topic = f"{self._prefix}/+/up"
+        group = self.config.shared_group
+        return f"$share/{group}/{topic}" if group else topic
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.connection.run(), name="edgestream[hub].mqtt")
+            tasks.create_task(self._commit_loop(), name="edgestream[hub].commit")
+
+    def _on_message(self, message: MqttMessage) -> None:
+        parts = message.topic.split("/")
+        device = parts[-2] if len(parts) >= 2 else ""
+        self._inbox.put_nowait(_Received(device, message))
+        if self._inbox.qsize() > 4 * _MAX_GROUP:
+            self.connection.pause_reading()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            group = [await self._inbox.get()]
+            while len(group) < _MAX_GROUP and not self._inbox.empty():
+                group.append(self._inbox.get_nowait())
+            await self._handle_group(group)
+            if self._inbox.qsize() < _MAX_GROUP:
+                self.connection.resume_reading()
+
+    async def _handle_group(self, group: list[_Received]) -> None:
+        accepted: list[tuple[_Received, Batch]] = []
+        rejected: list[tuple[_Received, str]] = []
+        for item in group:  # Step 2
+            verdict = self._verify(item)
+            if isinstance(verdict, Batch):
+                accepted.append((item, verdict))
+            else:
+                rejected.append((item, verdict))
+        results = await self._commit([b for _, b in accepted])  # Step 3
+        failpoint("hub.after_commit")
+        acks = [
+            self._ack(item, batch, res)
+            for (item, batch), res in zip(accepted, results, strict=True)
+        ]
+        await asyncio.gather(*acks, *(self._reject(item, reason) for item, reason in rejected))
+
+    def _verify(self, item: _Received) -> Batch | str:
+        """The decoded batch, or the reason it is refused."""
+        try:
+            batch = decode(item.message.payload, self.config.max_batch_bytes)
+        except WireFormatError as exc:
+            return str(exc)
+        if batch.device != item.device:
+            return f"batch of device {batch.device!r} arrived on the topic of {item.device!r}"
+        allowed = self.config.allowed_devices
+        if allowed and batch.device not in allowed:
+            return f"device {batch.device!r} is not in allowed_devices"
+        return batch
+
+    async def _commit(self, batches: list[Batch]) -> list[CommitResult]:
+        if not batches:
+            return []
+        while True:
+            try:
+                return await asyncio.to_thread(self.store.commit, batches)
+            except Exception:
+                log.exception("Central store commit failed; retrying in 1s")
+                await asyncio.sleep(1.0)
+
+    async def _ack(self, item: _Received, batch: Batch, result: CommitResult) -> None:
+        self.stats.batches += 1
+        self.stats.events += result.committed
+        self.stats.duplicates += result.duplicates
+        ack = Ack(
+            batch.batch_id, batch.stream, batch.epoch, batch.upto_seq, "ok",
+            committed=result.committed, duplicates=result.duplicates,
+        )  # fmt: skip
+        self.connection.ack(item.message.mid, item.message.qos)
+        await self.connection.publish(ack_topic(self._prefix, batch.device), ack.to_bytes(), qos=1)
+
+    async def _reject(self, item: _Received, reason: str) -> None:
+        """Refuse a batch for good: ack it to the broker and tell the device why.
+
+        The device keeps its events (its cursor does not move) and retries with
+        backoff, so a hub misconfiguration loses nothing once it is fixed.
+        """
+        self.stats.rejected += 1
+        log.warning("Rejected a batch on %s: %s", item.message.topic, reason)
+        self.connection.ack(item.message.mid, item.message.qos)
+        if item.device:
+            ack = Ack("", "", "", 0, "rejected", reason=reason)
+            await self.connection.publish(
+                ack_topic(self._prefix, item.device), ack.to_bytes(), qos=0
+            )

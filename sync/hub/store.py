@@ -1,0 +1,147 @@
+"""The hub's central store in SQLite: what users query, deduplicated by construction.
+
+Schema (documented in docs/sync-protocol.md, the contract for central consumers):
+
+    events(device, epoch, stream, seq, event_time, ingest_time, key, topic, payload,
+           headers, received_at)       PRIMARY KEY (device, epoch, stream, seq)
+    gaps(device, epoch, stream, first_seq, last_seq, reason, recorded_at, received_at)
+    positions(device, epoch, stream, upto_seq, events, duplicates, updated_at)
+    devices(device, first_seen, last_seen, last_epoch)
+
+Deduplication is the primary key: `INSERT OR IGNORE` in the same transaction as the
+position update, so a retried batch or a batch redelivered after a hub crash between
+commit and ack adds nothing (promise 2). One hub process owns the file: the store takes
+an exclusive lock file beside it and refuses a second writer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from sync.wire import Batch
+
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS events (
+        device TEXT NOT NULL, epoch TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+        event_time REAL NOT NULL, ingest_time REAL NOT NULL, key TEXT, topic TEXT,
+        payload BLOB NOT NULL, headers TEXT, received_at REAL NOT NULL,
+        PRIMARY KEY (device, epoch, stream, seq)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS gaps (
+        device TEXT NOT NULL, epoch TEXT NOT NULL, stream TEXT NOT NULL,
+        first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, reason TEXT NOT NULL,
+        recorded_at REAL NOT NULL, received_at REAL NOT NULL,
+        PRIMARY KEY (device, epoch, stream, first_seq))""",
+    """CREATE TABLE IF NOT EXISTS positions (
+        device TEXT NOT NULL, epoch TEXT NOT NULL, stream TEXT NOT NULL,
+        upto_seq INTEGER NOT NULL, events INTEGER NOT NULL, duplicates INTEGER NOT NULL,
+        updated_at REAL NOT NULL, PRIMARY KEY (device, epoch, stream))""",
+    """CREATE TABLE IF NOT EXISTS devices (
+        device TEXT PRIMARY KEY, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+        last_epoch TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS events_by_time ON events(device, stream, event_time)",
+)
+
+
+class StoreLockedError(RuntimeError):
+    """Another hub process already owns this store file."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What one batch added to the store."""
+
+    committed: int
+    duplicates: int
+
+
+class SqliteCentralStore:
+    """Commits decoded batches; one transaction per group of batches."""
+
+    def __init__(self, path: str | Path, synchronous: str = "full") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_exclusive(self.path)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        for statement in _DDL:
+            self._conn.execute(statement)
+
+    def commit(self, batches: Sequence[Batch]) -> list[CommitResult]:
+        """Insert every batch in one transaction; duplicates are ignored and counted."""
+        now = time.time()
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [self._insert(batch, now) for batch in batches]
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _insert(self, batch: Batch, now: float) -> CommitResult:
+        before = self._conn.total_changes
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (batch.device, batch.epoch, batch.stream, e.seq, e.event_time, e.ingest_time,
+                 e.key, e.topic, e.payload,
+                 orjson.dumps(e.headers).decode() if e.headers else None, now)
+                for e in batch.events
+            ],
+        )  # fmt: skip
+        committed = self._conn.total_changes - before
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (batch.device, batch.epoch, batch.stream, g.first_seq, g.last_seq, g.reason,
+                 g.recorded_at, now)
+                for g in batch.gaps
+            ],
+        )  # fmt: skip
+        duplicates = len(batch.events) - committed
+        self._update_position(batch, committed, duplicates, now)
+        return CommitResult(committed, duplicates)
+
+    def _update_position(self, batch: Batch, committed: int, duplicates: int, now: float) -> None:
+        self._conn.execute(
+            "INSERT INTO positions VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(device, epoch, stream) DO UPDATE SET"
+            " upto_seq = max(upto_seq, excluded.upto_seq), events = events + excluded.events,"
+            " duplicates = duplicates + excluded.duplicates, updated_at = excluded.updated_at",
+            (batch.device, batch.epoch, batch.stream, batch.upto_seq, committed, duplicates, now),
+        )
+        self._conn.execute(
+            "INSERT INTO devices VALUES (?, ?, ?, ?) ON CONFLICT(device) DO UPDATE SET"
+            " last_seen = excluded.last_seen, last_epoch = excluded.last_epoch",
+            (batch.device, now, now, batch.epoch),
+        )
+
+    def close(self) -> None:
+        """Close the database and release the owner lock."""
+        self._conn.close()
+        os.close(self._lock_fd)
+
+
+def _lock_exclusive(path: Path) -> int:
+    """Hold an exclusive lock on `<store>.lock` for the life of the process."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        msg = (
+            f"central store {path} is owned by another hub process: with the SQLite "
+            "store exactly one hub writes the file (use the JetStream store to scale out)"
+        )
+        raise StoreLockedError(msg) from None
+    return fd
