@@ -1,3 +1,3 @@
-"""Shared fixtures: real Mosquitto brokers live in tests/brokers.py."""
+"""Shared fixtures: real Mosquitto brokers (tests/brokers.py), real edgestream processes."""
 
-pytest_plugins = ["tests.brokers"]
+pytest_plugins = ["tests.brokers", "tests.e2e.harness"]
