@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from agent.cli.common import EXIT_CONFIG, looks_like_hub_config, print_config_error
@@ -25,9 +26,9 @@ def register(commands: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Exit 0 and say so when valid; print every error and exit 2 otherwise."""
     kind = args.kind
-    if kind == "auto":
-        kind = "hub" if looks_like_hub_config(args.file) else "agent"
     try:
+        if kind == "auto":
+            kind = "hub" if looks_like_hub_config(args.file) else "agent"
         if kind == "hub":
             load_hub_config(args.file)
         else:
@@ -36,7 +37,7 @@ def handle(args: argparse.Namespace) -> int:
         print_config_error(error)
         return EXIT_CONFIG
     except OSError as error:
-        print(f"{args.file}: cannot read: {error.strerror}")
+        print(f"{args.file}: cannot read: {error.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"{args.file}: valid {kind} configuration")
     return 0
