@@ -97,9 +97,7 @@ async def test_drop_newest_keeps_old_events_and_reports_new_ones_as_gap(tmp_path
 
 
 async def test_block_policy_waits_until_consumers_free_room(tmp_path: Path) -> None:
-    q = await open_queue(
-        tmp_path, s=StreamLimits(max_bytes=300, max_age=86400.0, overflow="block")
-    )
+    q = await open_queue(tmp_path, s=StreamLimits(max_bytes=300, max_age=86400.0, overflow="block"))
     await q.register_consumers({"s": ["c"]})
     await q.append("s", [ev(i, size=60) for i in range(4)])
     blocked = asyncio.create_task(q.append("s", [ev(9)]))
