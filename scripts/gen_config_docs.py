@@ -51,13 +51,15 @@ looks like a number (`password: "1234"`).
 **Environment variables** are expanded in text values after the YAML is read:
 `${VAR}` is replaced by the variable's value, and it is an error if the
 variable is not set; `${VAR:-default}` uses `default` when `VAR` is unset or
-empty. `$${` writes a literal `${`. An unquoted value that is only a reference
-takes the type of its text, so `qos: ${QOS:-1}` is the integer 1; quote it
-(`"${QOS:-1}"`) to keep text. Use this for secrets:
+empty. `$${` writes a literal `${`. An unquoted value is read again after
+expansion, the way YAML reads it, so `qos: ${QOS:-1}` is the integer 1; quote
+it (`"${QOS:-1}"`) to keep text. Use this for secrets:
 `password: ${MQTT_PASSWORD}`, or `password_file` for a file.
 
 **Anchors and merge keys** work as in any YAML: define a broker once with
-`&broker` and reuse it with `broker: *broker` or `<<: *broker`.
+`&broker` and reuse it with `broker: *broker` or `<<: *broker`. Keys starting
+with `x-` are ignored anywhere, a place to keep such shared definitions
+(`x-broker: &broker {url: "mqtts://broker.local"}`).
 
 In the tables below, *required* keys must be given; *unset* means the key is
 absent (or `null`) and the described fallback applies. A section written as an

@@ -47,7 +47,7 @@ class UplinkConfig:
     )
     compression_level: int = setting(
         default=3,
-        doc="zstd level for batches: higher saves bandwidth and costs CPU on the device.",
+        doc="Zstandard level for batches: higher saves bandwidth and costs CPU on the device.",
         minimum=1,
         maximum=22,
     )

@@ -90,8 +90,8 @@ class PayloadConfig:
 
     format: Literal["json", "raw"] = setting(
         default="json",
-        doc="json parses each payload (malformed ones go to the _deadletter stream); "
-        "raw keeps the bytes as they are.",
+        doc="How payloads are read: json parses each one (a malformed one goes to the "
+        "_deadletter stream), raw keeps the bytes as they are.",
     )
     max_size: Size = setting(
         default=256 * 1024,
@@ -182,7 +182,9 @@ class MqttSourceConfig:
         doc="Start without the broker's stored session; false keeps subscriptions and queued "
         "QoS 1/2 messages across reconnects.",
     )
-    payload: PayloadConfig = setting(default=PayloadConfig(), doc="Payload decoding.")
+    payload: PayloadConfig = setting(
+        default=PayloadConfig(), doc="How message payloads are decoded and timestamped."
+    )
     key: KeyConfig = setting(default=KeyConfig(), doc="Event key extraction; unset means no key.")
 
 
@@ -282,7 +284,12 @@ class MqttOutputConfig:
         default="edgestream/{device_id}/{stream}/{key}",
         doc="Topic of each message; {device_id}, {stream} and {key} are filled in per event.",
     )
-    qos: int = setting(default=1, doc="Publish QoS.", minimum=0, maximum=2)
+    qos: int = setting(
+        default=1,
+        doc="QoS of published messages; 0 can lose messages when the connection drops.",
+        minimum=0,
+        maximum=2,
+    )
     retain: bool = setting(default=False, doc="Ask the broker to retain the last message.")
 
 
@@ -307,30 +314,35 @@ class AgentConfig:
     log_format: Literal["text", "json"] = setting(
         default="text", doc="Log line format: text for people, json for a log collector."
     )
-    queue: QueueConfig = setting(default=QueueConfig(), doc="Durable queue tuning.")
+    queue: QueueConfig = setting(
+        default=QueueConfig(), doc="Tuning of the durable queue every event is committed to."
+    )
     streams: dict[str, StreamConfig] = setting(
         doc="Streams by name; an empty entry (`sensors: {}`) uses the defaults.",
         example={"sensors": {"max_bytes": "64MiB", "uplink": True}},
         minimum=1,
     )
     sources: tuple[Source, ...] = setting(default=(), doc="Where events come from, by `type`.")
-    pipelines: tuple[PipelineConfig, ...] = setting(default=(), doc="Stream-to-stream processing.")
+    pipelines: tuple[PipelineConfig, ...] = setting(
+        default=(), doc="Processing that reads one stream and appends results to another."
+    )
     outputs: tuple[Output, ...] = setting(default=(), doc="Where local results go, by `type`.")
     uplink: UplinkConfig | None = setting(
         default=None, doc="Store-and-forward to the hub; unset keeps all data on the device."
     )
 
     def check(self) -> list[Problem]:
-        return [
+        problems = [
             Problem(f"streams.{name}", _BAD_STREAM_NAME, IssueKind.WRONG_TYPE)
             for name in self.streams
             if not re.fullmatch(STREAM_PATTERN, name)
         ]
+        return problems + self._uplink_problems()
 
     def check_references(self) -> list[Problem]:
         problems = [self._missing_stream(path, name, reads) for path, name, reads in self._refs()]
         problems += _duplicates("sources", self.sources) + _duplicates("pipelines", self.pipelines)
-        problems += _duplicates("outputs", self.outputs) + self._uplink_problems()
+        problems += _duplicates("outputs", self.outputs)
         return [problem for problem in problems if problem is not None]
 
     def _refs(self) -> Iterator[tuple[str, str, bool]]:
@@ -349,15 +361,12 @@ class AgentConfig:
         message = f"stream {describe(name)} is not defined in streams{hint(name, self.streams)}"
         return Problem(path, message, IssueKind.BAD_REFERENCE)
 
-    def _uplink_problems(self) -> list[Problem | None]:
+    def _uplink_problems(self) -> list[Problem]:
         if self.uplink is not None:
             return []
         message = "is true but the top-level uplink section is not set"
-        return [
-            Problem(f"streams.{name}.uplink", message)
-            for name, s in self.streams.items()
-            if s.uplink
-        ]
+        marked = [name for name, stream in self.streams.items() if stream.uplink]
+        return [Problem(f"streams.{name}.uplink", message) for name in marked]
 
 
 _BAD_STREAM_NAME: Final = (

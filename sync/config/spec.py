@@ -5,17 +5,21 @@ declared with `setting(...)` (see `fields.py`). `load_config` walks the parsed
 YAML along the annotations and gathers all issues before raising one
 `ConfigError`, so a user sees every mistake in one run.
 
+A class may define `check() -> list[(relative path, message)]` (Conflict
+issues) and the root class `check_references()` (BadReference).
+
 Recovery rules, so that one mistake neither hides nor invents others: a bad
-key with a default falls back to it, and the object's own `check()` is then
-skipped (it would judge a value the user did not write); a bad list item is
-left out of the list; a bad mapping entry or required key makes its parent
-invalid. A class may define `check() -> list[(relative path, message)]`
-(Conflict issues) and the root class `check_references()` (BadReference).
+key with a default falls back to it; a bad list item is left out of the list;
+a bad mapping entry or a bad required key makes its parent invalid. Checks of
+an object with a bad key still run, on a probe instance that lacks that key:
+a check that reads it stops with AttributeError and is skipped, as it would
+judge a value the user did not write; the others still report.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -156,6 +160,18 @@ class _Walker:
         self.issues.append(ConfigIssue(path, message, self.locator.line(path), kind))
         return _INVALID
 
+    def report_unknown(
+        self, value: dict[Any, Any], known: list[str], path_of: Callable[[str], str]
+    ) -> None:
+        """An issue for each key of `value` not in `known`, suggesting the closest.
+
+        Keys starting with `x-` are left for the user, e.g. to hold YAML anchors.
+        """
+        for key in value:
+            if key not in known and not str(key).startswith("x-"):
+                message = unknown_key_message(str(key), known)
+                self.report(path_of(str(key)), message, IssueKind.UNKNOWN_KEY)
+
     def wrong(self, path: str, expected: str, value: Any, suffix: str = "") -> Any:
         message = f"{expected}, got {describe(value)}{suffix}"
         return self.report(path, message, IssueKind.WRONG_TYPE)
@@ -253,7 +269,10 @@ class _Walker:
         type_path = join_key(path, "type")
         if "type" not in value:
             message = f"required key is missing (one of {quote_all(kinds)})"
-            return self.report(type_path, message, IssueKind.MISSING)
+            self.report(type_path, message, IssueKind.MISSING)
+            known = ["type", *dict.fromkeys(s.name for m in members for s in fields_of(m))]
+            self.report_unknown(value, known, lambda key: join_key(path, key))
+            return _INVALID
         member = kinds.get(value["type"]) if isinstance(value["type"], str) else None
         if member is None:
             return self._literal(tuple(kinds), value["type"], type_path)
@@ -302,7 +321,6 @@ class _ObjectBuilder:
         self.cls = cls
         self.path = path
         self.shorthand = shorthand
-        self.fallbacks = 0
 
     def path_of(self, relative: str) -> str:
         """A value given in shorthand lives at the object's own path."""
@@ -310,17 +328,26 @@ class _ObjectBuilder:
 
     def fill(self, value: dict[Any, Any], root: bool, extra_keys: Iterable[str]) -> Any:
         specs = fields_of(self.cls)
-        names = [spec.name for spec in specs]
-        for key in value:
-            if key not in names:
-                message = unknown_key_message(str(key), [*extra_keys, *names])
-                self.walker.report(self.path_of(str(key)), message, IssueKind.UNKNOWN_KEY)
-        given = {spec.name: self._field(spec, value) for spec in specs}
-        if _INVALID in given.values():
+        self.walker.report_unknown(value, [*extra_keys, *(s.name for s in specs)], self.path_of)
+        results = {spec.name: self._field(spec, value) for spec in specs}
+        bad = {name for name, result in results.items() if result is _INVALID}
+        if not bad:
+            instance = self.cls(**{n: r for n, r in results.items() if r is not _DEFAULT})
+            self._run_checks(instance, root, partial=False)
+            return instance
+        self._run_checks(self._probe(specs, results), root, partial=True)
+        if any(spec.required for spec in specs if spec.name in bad):
             return _INVALID
-        instance = self.cls(**{name: item for name, item in given.items() if item is not _DEFAULT})
-        self._run_checks(instance, root)
-        return instance
+        return self.cls(**{n: r for n, r in results.items() if r not in (_DEFAULT, _INVALID)})
+
+    def _probe(self, specs: tuple[FieldSpec, ...], results: dict[str, Any]) -> Any:
+        """An instance lacking the bad keys: a check that reads one fails and is skipped."""
+        probe: Any = object.__new__(self.cls)
+        for spec in specs:
+            result = results[spec.name]
+            if result is not _INVALID:
+                object.__setattr__(probe, spec.name, spec.default if result is _DEFAULT else result)
+        return probe
 
     def _field(self, spec: FieldSpec, value: dict[Any, Any]) -> Any:
         path = self.path_of(spec.name)
@@ -330,31 +357,29 @@ class _ObjectBuilder:
             return _DEFAULT
         raw = value[spec.name]
         result = self.walker.convert(spec.annotation, raw, path)
-        if result is not _INVALID and not self._in_bounds(spec, raw, result, path):
-            result = _INVALID
-        if result is _INVALID and not spec.required:
-            self.fallbacks += 1
-            return _DEFAULT
-        return result
-
-    def _in_bounds(self, spec: FieldSpec, raw: Any, result: Any, path: str) -> bool:
-        message = bounds_message(spec, raw, result)
+        message = None if result is _INVALID else bounds_message(spec, raw, result)
         if message is None:
-            return True
+            return result
         kind = IssueKind.WRONG_TYPE if message.startswith("must match") else IssueKind.OUT_OF_RANGE
-        self.walker.report(path, message, kind)
-        return False
+        return self.walker.report(path, message, kind)
 
-    def _run_checks(self, instance: Any, root: bool) -> None:
+    def _run_checks(self, instance: Any, root: bool, *, partial: bool) -> None:
         extra = self.walker.checks.get(self.cls)
+        hooks: list[tuple[Callable[[], Iterable[tuple[str, ...]]], str]] = []
         if extra is not None:
-            self._record(extra(instance), IssueKind.SYNTAX)
-        if self.fallbacks:
-            return
+            hooks.append((functools.partial(extra, instance), IssueKind.SYNTAX))
         if hasattr(instance, "check"):
-            self._record(instance.check(), IssueKind.CONFLICT)
+            hooks.append((instance.check, IssueKind.CONFLICT))
         if root and hasattr(instance, "check_references"):
-            self._record(instance.check_references(), IssueKind.BAD_REFERENCE)
+            hooks.append((instance.check_references, IssueKind.BAD_REFERENCE))
+        for hook, kind in hooks:
+            try:
+                problems = list(hook())
+            except AttributeError:
+                if not partial:
+                    raise
+                continue
+            self._record(problems, kind)
 
     def _record(self, problems: Iterable[tuple[str, ...]], default_kind: str) -> None:
         for problem in problems:

@@ -89,6 +89,9 @@ def _syntax_issue(exc: yaml.MarkedYAMLError) -> ConfigIssue:
     return ConfigIssue("", message, mark.line + 1, IssueKind.SYNTAX)
 
 
+_Entry = tuple[Any, Node, Node]
+
+
 def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
@@ -114,53 +117,52 @@ class _Builder:
 
     def _mapping(self, node: MappingNode, path: str) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
-        for key_node, value_node in self._merged_entries(node) + self._own_entries(node, path):
-            key = self._key(key_node, path)
-            if key is not None:
-                child = join_key(path, str(key))
-                self.locator.lines[child] = _line(key_node)
-                result[key] = self.value(value_node, child)
+        entries = self._merged_entries(node, path) + self._own_entries(node, path)
+        for key, key_node, value_node in entries:
+            child = join_key(path, str(key))
+            self.locator.lines[child] = _line(key_node)
+            result[key] = self.value(value_node, child)
         return result
 
-    def _own_entries(
-        self, node: MappingNode, path: str, *, report: bool = True
-    ) -> list[tuple[Node, Node]]:
+    def _own_entries(self, node: MappingNode, path: str, *, report: bool = True) -> list[_Entry]:
         """The entries written in `node` itself; a key written twice counts once, reported."""
         seen: dict[Any, int] = {}
-        entries = []
+        entries: list[_Entry] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
                 continue
-            key = self._key(key_node, path)
+            if not isinstance(key_node, ScalarNode):
+                self._issue(path, "a mapping key must be a plain value", key_node, report)
+                continue
+            key = self._constructor.construct_object(key_node)
             if key in seen:
-                if report:
-                    self._duplicate(join_key(path, str(key)), _line(key_node), seen[key])
+                where = f"duplicate key (first defined on line {seen[key]})"
+                self._issue(join_key(path, str(key)), where, key_node, report)
                 continue
             seen[key] = _line(key_node)
-            entries.append((key_node, value_node))
+            entries.append((key, key_node, value_node))
         return entries
 
-    def _merged_entries(self, node: MappingNode) -> list[tuple[Node, Node]]:
+    def _merged_entries(self, node: MappingNode, path: str) -> list[_Entry]:
         """Entries brought in by `<<: *anchor` merge keys; the node's own keys override them."""
-        entries: list[tuple[Node, Node]] = []
+        entries: list[_Entry] = []
         for key_node, value_node in node.value:
             if key_node.tag != _MERGE_TAG:
                 continue
             sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
             for merged in reversed(sources):
-                if isinstance(merged, MappingNode):
-                    entries.extend(
-                        self._merged_entries(merged) + self._own_entries(merged, "", report=False)
+                if not isinstance(merged, MappingNode):
+                    self._issue(
+                        path,
+                        "merge key << expects a mapping or an alias such as *broker",
+                        merged,
+                        True,
                     )
+                    continue
+                nested = self._merged_entries(merged, path)
+                entries.extend(nested + self._own_entries(merged, path, report=False))
         return entries
 
-    def _key(self, node: Node, path: str) -> Any:
-        if isinstance(node, ScalarNode):
-            return self._constructor.construct_object(node)
-        message = "a mapping key must be a plain value, not a list or mapping"
-        self.issues.append(ConfigIssue(path, message, _line(node), IssueKind.SYNTAX))
-        return None
-
-    def _duplicate(self, path: str, line: int, first_line: int) -> None:
-        message = f"duplicate key (first defined on line {first_line})"
-        self.issues.append(ConfigIssue(path, message, line, IssueKind.SYNTAX))
+    def _issue(self, path: str, message: str, node: Node, report: bool) -> None:
+        if report:
+            self.issues.append(ConfigIssue(path, message, _line(node), IssueKind.SYNTAX))
