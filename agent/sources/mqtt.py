@@ -60,7 +60,7 @@ class MqttSource:
             client_id=config.broker.client_id or f"edgestream-{device_id}-{config.name}",
             clean_session=config.clean_session,
             manual_ack=True,
-            subscriptions=[(t.topic, t.qos) for t in config.topics],
+            subscriptions=[(t.topic, _subscription_qos(t.qos)) for t in config.topics],
             on_message=self._on_message,
             name=f"src.{config.name}",
             max_inflight=1000,
@@ -142,3 +142,14 @@ class MqttSource:
                     continue
             fresh.append(message)
         return fresh
+
+
+def _subscription_qos(qos: int) -> int:
+    """Subscribe at QoS 1 at most: our own dedup already gives exactly-once storage.
+
+    paho sends PUBREC for a QoS 2 message on arrival but keeps no state across a
+    restart, so with manual acknowledgement a QoS 2 message in flight during a crash is
+    never delivered again (the broker only re-sends PUBREL). QoS 1 redelivers it, and
+    the `mqtt_inflight` fingerprints drop the copy we had already stored.
+    """
+    return min(qos, 1)

@@ -17,7 +17,6 @@ caller writes its own retry loop.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import logging
@@ -32,7 +31,6 @@ from paho.mqtt.client import (
     ConnectFlags,
     DisconnectFlags,
     MQTTMessage,
-    MQTTMessageInfo,
 )
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -44,10 +42,11 @@ from sync.mqtt.errors import (
     ConnectFailureLog,
     MqttConnectError,
     MqttConnectionClosed,
+    MqttConnectionLost,
     MqttPublishError,
     describe_connect_failure,
 )
-from sync.mqtt.message import Inbox, MqttMessage
+from sync.mqtt.message import Inbox, MqttMessage, Outbox
 
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike
@@ -58,58 +57,21 @@ _LOG = logging.getLogger(__name__)
 
 _SESSION_EXPIRY = 7 * 24 * 3600  # MQTT 5: how long the broker keeps a persistent session
 _MISC_INTERVAL = 1.0  # how often paho gets to send PINGREQ and notice a silent broker
-_QUEUE_FULL_RETRY = 0.01  # pause before retrying a publish paho refused with QUEUE_SIZE
+_QUEUE_FULL_RETRY = 0.01  # pause before retrying a publish paho refused or dropped
 _CLOSE_TIMEOUT = 2.0  # how long a clean shutdown waits for DISCONNECT to be written
 
 MessageCallback = Callable[[MqttMessage], None]
 
 
-class _ConnectionLost(Exception):
-    """A QoS 0 packet was still queued when the socket closed, so paho dropped it."""
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """paho does not close the socket when the TLS handshake fails; this class does."""
 
-
-class _Window:
-    """A FIFO counting semaphore for in-flight publishes whose size can change.
-
-    The size follows the broker's MQTT 5 Receive Maximum (paho ignores it, and
-    mosquitto answers the excess with "Quota exceeded"). asyncio.Semaphore is
-    not used because in Python 3.11 it scans all waiters on every release,
-    quadratic with 20,000 publishes queued behind 1,000 slots.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._limit = size
-        self._used = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def resize(self, size: int) -> None:
-        self._limit = size
-        self._wake()
-
-    async def __aenter__(self) -> None:
-        if self._used < self._limit and not self._waiters:
-            self._used += 1
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+    def do_handshake(self, block: bool = False) -> None:
         try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._used -= 1  # granted a slot, then cancelled: pass it on
-                self._wake()
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
             raise
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._used -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self._used < self._limit:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self._used += 1
-                waiter.set_result(None)
 
 
 class MqttConnection:
@@ -140,13 +102,12 @@ class MqttConnection:
         name: str = "mqtt",
         max_inflight: int = 1000,
     ) -> None:
-        if not 1 <= max_inflight <= 65535:
-            msg = f"max_inflight must be between 1 and 65535, got {max_inflight}"
-            raise ValueError(msg)
         self._config = config
         self._clean_session = clean_session
         self._manual_ack = manual_ack
-        self._subscriptions = tuple(subscriptions)
+        self._subscriptions = _checked_subscriptions(
+            subscriptions, manual_ack=manual_ack, name=name
+        )
         self._inbox = Inbox(on_message, manual_ack=manual_ack, name=name)
         self._name = name
         self._client = self._make_client(client_id)
@@ -161,11 +122,8 @@ class MqttConnection:
         self._lost: asyncio.Future[None] | None = None
         self._suback: tuple[int, asyncio.Future[list[ReasonCode]]] | None = None
         self._disconnect_reason = "connection closed"
-        self._publishes: dict[int, asyncio.Future[ReasonCode | None]] = {}
-        self._qos0_mids: set[int] = set()
         self._wakeup: asyncio.Future[None] | None = None
-        self._max_inflight = max_inflight
-        self._inflight = _Window(max_inflight)
+        self._outbox = Outbox(max_inflight)
         self._failures = ConnectFailureLog(name, config.url)
 
     # ----------------------------------------------------------------- public API
@@ -193,9 +151,10 @@ class MqttConnection:
         backoff = Backoff(self._config.backoff_initial, self._config.backoff_max)
         try:
             while True:
-                if await self._connect():
+                lost = await self._connect()
+                if lost is not None:
                     backoff.reset()
-                    await self._serve()
+                    await self._serve(lost)
                 await asyncio.sleep(backoff.next_delay())
         finally:
             await self._shut_down()
@@ -214,7 +173,7 @@ class MqttConnection:
         if qos == 0:
             await self._send(topic, payload, qos, retain)
             return
-        async with self._inflight:
+        async with self._outbox.window:
             reason = await self._send(topic, payload, qos, retain)
         if reason is not None and reason.is_failure:
             raise MqttPublishError(topic, str(reason), reason.value)
@@ -264,7 +223,7 @@ class MqttConnection:
             reconnect_on_failure=False,
             manual_ack=self._manual_ack,
         )
-        # 0 = unlimited for both: our _Window is the one limit. paho's default of 20 would
+        # 0 = unlimited for both: our Outbox window is the one limit. paho's default of 20 would
         # queue the rest inside paho, and any limit > 0 makes paho scan every unacked
         # message on each PUBACK (_update_inflight), quadratic at 1,000 in flight.
         client.max_inflight_messages = 0
@@ -279,6 +238,7 @@ class MqttConnection:
     def _tls_context(self, tls: TlsConfig) -> ssl.SSLContext:
         """Verify the broker by default (CA file or system CAs); insecure skips the host name."""
         context = ssl.create_default_context(cafile=tls.ca_file)
+        context.sslsocket_class = _ClosingSSLSocket
         if tls.cert_file:
             context.load_cert_chain(tls.cert_file, tls.key_file)
         if tls.insecure:
@@ -289,6 +249,7 @@ class MqttConnection:
         return context
 
     def _install_callbacks(self, client: Client) -> None:
+        """Socket callbacks replace paho's network thread; the rest feed our futures."""
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -300,8 +261,9 @@ class MqttConnection:
         client.on_message = self._on_paho_message
 
     def _claim_loop(self) -> None:
+        """Remember the loop and its thread: paho callbacks from elsewhere must hop to it."""
         if self._running:
-            msg = f"MQTT connection {self._name} is already running"
+            msg = f"MQTT connection {self._name}: run() was already called"
             raise RuntimeError(msg)
         self._running = True
         self._loop = asyncio.get_running_loop()
@@ -323,24 +285,28 @@ class MqttConnection:
 
     # ------------------------------------------------------------ connection cycle
 
-    async def _connect(self) -> bool:
-        """One attempt: DNS, TCP and TLS in a thread, then CONNECT/CONNACK. False on failure."""
+    async def _connect(self) -> asyncio.Future[None] | None:
+        """One attempt: DNS, TCP and TLS in a thread, then CONNECT/CONNACK.
+
+        Returns the future that completes when this connection's socket closes,
+        or None after logging why the attempt failed.
+        """
         loop = self._require_loop()
         self._connack = loop.create_future()
-        self._lost = loop.create_future()
+        self._lost = lost = loop.create_future()
         timeout = self._config.connect_timeout
         try:
             await self._open_socket()
             async with asyncio.timeout(timeout):
                 session_present = await self._connack
-        except (OSError, MqttConnectError) as exc:
+        except (OSError, ValueError, MqttConnectError) as exc:
             self._drop_socket()
             auth = isinstance(exc, MqttConnectError) and exc.is_auth_failure
             self._failures.failed(describe_connect_failure(exc, timeout), auth=auth)
-            return False
+            return None
         _LOG.debug("MQTT %s session present: %s", self._name, session_present)
         self._failures.connected()
-        return True
+        return lost
 
     async def _open_socket(self) -> None:
         """Resolve first (bounded here: paho's connect_timeout only covers TCP and TLS)."""
@@ -374,10 +340,8 @@ class MqttConnection:
                 await future
             raise
 
-    async def _serve(self) -> None:
+    async def _serve(self, lost: asyncio.Future[None]) -> None:
         """Subscribe, then keep paho's keepalive ticking until the socket closes."""
-        lost = self._lost
-        assert lost is not None
         async with asyncio.TaskGroup() as tasks:
             ticker = tasks.create_task(self._tick(), name=f"edgestream[{self._name}].mqtt-misc")
             try:
@@ -423,6 +387,7 @@ class MqttConnection:
         self._log_refused(suback.result())
 
     def _log_refused(self, codes: list[ReasonCode]) -> None:
+        """A refused filter is logged, not fatal: the other subscriptions still work."""
         for (topic, qos), code in zip(self._subscriptions, codes, strict=False):
             if code.is_failure:
                 _LOG.error(
@@ -438,10 +403,7 @@ class MqttConnection:
         self._closed.set()
         self._connected.clear()
         self._wake_publishers()
-        closed = MqttConnectionClosed(f"MQTT connection {self._name} is closed")
-        for future in self._publishes.values():
-            if not future.done():
-                future.set_exception(closed)
+        self._outbox.close(MqttConnectionClosed(f"MQTT connection {self._name} is closed"))
         lost = self._lost
         if self._client.socket() is not None and lost is not None and not lost.done():
             self._client.disconnect()
@@ -463,15 +425,16 @@ class MqttConnection:
         while True:
             await self._wait_usable()
             info = self._client.publish(topic, payload, qos, retain)
-            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                # paho refuses when the mid it generated is still in flight (ids wrapped).
+            # QUEUE_SIZE: the mid paho generated is still in flight (ids wrapped), nothing
+            # was queued. Any other failure at QoS 0 means paho dropped the packet; at
+            # QoS 1/2 (NO_CONN) paho keeps the message and sends it after the reconnect.
+            refused = info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+            if refused or (qos == 0 and info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS):
                 await asyncio.sleep(_QUEUE_FULL_RETRY)
                 continue
-            if qos == 0 and info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                continue
             try:
-                return await self._published(info, qos)
-            except _ConnectionLost:
+                return await self._outbox.wait(info, qos)
+            except MqttConnectionLost:
                 continue
 
     async def _wait_usable(self) -> None:
@@ -485,29 +448,14 @@ class MqttConnection:
             raise MqttConnectionClosed(msg)
 
     def _wake_publishers(self) -> None:
+        """Release every publish waiting in _wait_usable (connected, or closed for good)."""
         _settle(self._wakeup, result=None)
         self._wakeup = None
-
-    async def _published(self, info: MQTTMessageInfo, qos: int) -> ReasonCode | None:
-        """Wait for on_publish for this mid; the entry is removed whatever happens."""
-        mid = info.mid
-        future: asyncio.Future[ReasonCode | None] = self._require_loop().create_future()
-        self._publishes[mid] = future
-        if qos == 0:
-            self._qos0_mids.add(mid)
-        try:
-            # paho may have called on_publish before publish() returned.
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and info.is_published():
-                return None
-            return await future
-        finally:
-            if self._publishes.get(mid) is future:
-                del self._publishes[mid]
-            self._qos0_mids.discard(mid)
 
     # --------------------------------------------------------------- socket watchers
 
     def _on_socket_open(self, client: Client, userdata: object, sock: SocketLike) -> None:
+        """Called from the connect thread, inside paho's connect()."""
         self._in_loop(functools.partial(self._watch_socket, sock))
 
     def _watch_socket(self, sock: SocketLike) -> None:
@@ -527,8 +475,7 @@ class MqttConnection:
         self._sock = None
         self._reading = False
         self._connected.clear()
-        for mid in self._qos0_mids:
-            _settle(self._publishes.get(mid), error=_ConnectionLost())
+        self._outbox.connection_lost()
         _settle(self._connack, error=ConnectionResetError("connection closed before CONNACK"))
         _settle(self._lost, result=None)
 
@@ -536,6 +483,7 @@ class MqttConnection:
         self._in_loop(functools.partial(self._watch_writes, sock))
 
     def _watch_writes(self, sock: SocketLike) -> None:
+        """A late call from the connect thread must not watch a socket closed meanwhile."""
         if sock is self._sock:
             self._require_loop().add_writer(sock, self._client.loop_write)
 
@@ -576,13 +524,13 @@ class MqttConnection:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        """Settle the CONNACK wait; a new session voids the ack bookkeeping of the old one."""
         if reason.is_failure:
             _settle(self._connack, error=MqttConnectError(str(reason), reason.value))
             return
         for mid in self._inbox.session_started(flags.session_present):
             self._client.ack(mid, 2)
-        receive_maximum = getattr(properties, "ReceiveMaximum", self._max_inflight)
-        self._inflight.resize(min(self._max_inflight, receive_maximum))
+        self._outbox.limit_to(getattr(properties, "ReceiveMaximum", None))
         self._sync_reader()
         _settle(self._connack, result=flags.session_present)
 
@@ -594,8 +542,13 @@ class MqttConnection:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        source = "broker" if flags.is_disconnect_packet_from_server else "client"
-        self._disconnect_reason = f"{reason} ({source})"
+        """Remember why, for the "lost the connection" line once the socket is gone."""
+        if flags.is_disconnect_packet_from_server:
+            self._disconnect_reason = f"broker sent DISCONNECT ({reason})"
+        elif reason.value == 0x80:  # paho's rendering of MQTT_ERR_CONN_LOST
+            self._disconnect_reason = "socket closed (broker stopped or network failure)"
+        else:
+            self._disconnect_reason = str(reason)
 
     def _on_subscribe(
         self,
@@ -605,6 +558,7 @@ class MqttConnection:
         codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
+        """Only the SUBACK of our latest SUBSCRIBE counts."""
         if self._suback is not None and self._suback[0] == mid:
             _settle(self._suback[1], result=codes)
 
@@ -616,9 +570,11 @@ class MqttConnection:
         reason: ReasonCode,
         properties: Properties,
     ) -> None:
-        _settle(self._publishes.get(mid), result=reason)
+        """PUBACK/PUBCOMP (QoS 1/2) or the socket write (QoS 0) of message ``mid``."""
+        self._outbox.published(mid, reason)
 
     def _on_paho_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
+        """A topic that is not UTF-8 cannot be delivered: ack it, or it comes back forever."""
         try:
             received = MqttMessage.from_paho(message)
         except UnicodeDecodeError:
@@ -626,6 +582,27 @@ class MqttConnection:
             self._client.ack(message.mid, message.qos)
             return
         self._inbox.receive(received)
+
+
+def _checked_subscriptions(
+    subscriptions: Sequence[tuple[str, int]], *, manual_ack: bool, name: str
+) -> tuple[tuple[str, int], ...]:
+    """Refuse bad filters now: paho would raise ValueError from inside run() on every connect."""
+    for topic_filter, qos in subscriptions:
+        levels = topic_filter.split("/")
+        misplaced_hash = "#" in topic_filter and (levels[-1] != "#" or "#" in "".join(levels[:-1]))
+        partial_plus = any("+" in level and level != "+" for level in levels)
+        if not topic_filter or misplaced_hash or partial_plus or qos not in (0, 1, 2):
+            msg = f"Invalid subscription {topic_filter!r} at QoS {qos}"
+            raise ValueError(msg)
+        if manual_ack and qos == 2:
+            _LOG.warning(
+                "MQTT %s subscribes to %s at QoS 2 with manual ack: paho hands the message over "
+                "at PUBREL and cannot get it again after a restart; use QoS 1 for at-least-once",
+                name,
+                topic_filter,
+            )
+    return tuple(subscriptions)
 
 
 def _settle(
@@ -644,4 +621,5 @@ def _settle(
 
 
 def _has_buffered_tls(sock: SocketLike | None) -> bool:
+    """Decrypted bytes waiting inside the SSL object, invisible to the selector."""
     return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0

@@ -44,6 +44,10 @@ class MqttPublishError(MqttError):
         self.code = code
 
 
+class MqttConnectionLost(MqttError):
+    """The socket closed while a QoS 0 packet was still queued, so paho dropped it."""
+
+
 class MqttConnectionClosed(MqttError):
     """The connection was shut down (``run()`` ended) before the operation completed."""
 

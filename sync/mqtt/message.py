@@ -1,14 +1,24 @@
-"""The message handed to ``on_message`` (plain data, detached from paho) and its inbox."""
+"""What flows through a connection.
+
+In: ``MqttMessage`` (plain data, detached from paho) and the ``Inbox`` that
+holds messages while reading is paused and tracks which await a manual ack.
+Out: the ``Outbox`` of publishes waiting for the broker's acknowledgement.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import logging
 import time
 from collections.abc import Callable
 
-from paho.mqtt.client import MQTTMessage
+from paho.mqtt.client import MQTTMessage, MQTTMessageInfo
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from sync.mqtt.errors import MqttConnectionLost
 
 _LOG = logging.getLogger("sync.mqtt.connection")
 
@@ -125,3 +135,110 @@ class Inbox:
             self._on_message(message)
         except Exception:
             _LOG.exception("MQTT %s message handler failed for %s", self._name, message.topic)
+
+
+class Outbox:
+    """Publishes waiting for the broker: the in-flight window and a ``mid -> future`` map.
+
+    The window caps unacknowledged QoS 1/2 publishes at ``max_inflight`` (so
+    the 65,535 packet ids never run out) and at the broker's MQTT 5 Receive
+    Maximum, which paho ignores (mosquitto answers the excess with "Quota
+    exceeded"). Each future is completed by paho's on_publish: PUBACK or
+    PUBCOMP for QoS 1/2, the socket write for QoS 0.
+    """
+
+    def __init__(self, max_inflight: int) -> None:
+        if not 1 <= max_inflight <= 65535:
+            msg = f"max_inflight must be between 1 and 65535, got {max_inflight}"
+            raise ValueError(msg)
+        self._max_inflight = max_inflight
+        self.window = Window(max_inflight)
+        self._futures: dict[int, asyncio.Future[ReasonCode | None]] = {}
+        self._qos0_mids: set[int] = set()
+
+    def limit_to(self, receive_maximum: int | None) -> None:
+        """Apply the Receive Maximum of a new connection (None: the broker sets none)."""
+        self.window.resize(min(self._max_inflight, receive_maximum or self._max_inflight))
+
+    async def wait(self, info: MQTTMessageInfo, qos: int) -> ReasonCode | None:
+        """Wait for on_publish for this mid; the entry is removed whatever happens."""
+        mid = info.mid
+        future: asyncio.Future[ReasonCode | None] = asyncio.get_running_loop().create_future()
+        self._futures[mid] = future
+        if qos == 0:
+            self._qos0_mids.add(mid)
+        try:
+            # paho may have called on_publish before publish() returned.
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and info.is_published():
+                return None
+            return await future
+        finally:
+            if self._futures.get(mid) is future:
+                del self._futures[mid]
+            self._qos0_mids.discard(mid)
+
+    def published(self, mid: int, reason: ReasonCode) -> None:
+        """on_publish: complete the waiting publish, if it still waits."""
+        future = self._futures.get(mid)
+        if future is not None and not future.done():
+            future.set_result(reason)
+
+    def connection_lost(self) -> None:
+        """paho silently drops queued QoS 0 packets at reconnect: make their publishers retry.
+
+        QoS 1/2 futures keep waiting, because paho re-sends those messages itself.
+        """
+        for mid in self._qos0_mids:
+            self._fail(mid, MqttConnectionLost())
+
+    def close(self, error: Exception) -> None:
+        """Fail every waiting publish: nobody will complete them any more."""
+        for mid in list(self._futures):
+            self._fail(mid, error)
+
+    def _fail(self, mid: int, error: Exception) -> None:
+        future = self._futures.get(mid)
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+
+class Window:
+    """A FIFO counting semaphore whose size can change while publishes wait.
+
+    asyncio.Semaphore is not used because in Python 3.11 it scans all waiters
+    on every release, quadratic with 20,000 publishes queued behind 1,000 slots.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._limit = size
+        self._used = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def resize(self, size: int) -> None:
+        self._limit = size
+        self._wake()
+
+    async def __aenter__(self) -> None:
+        if self._used < self._limit and not self._waiters:
+            self._used += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._used -= 1  # granted a slot, then cancelled: pass it on
+                self._wake()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._used -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._used < self._limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._used += 1
+                waiter.set_result(None)
