@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from typing import Any
 
 from agent.cli.common import EXIT_CONFIG, install_stop_signals, print_config_error
@@ -11,7 +12,10 @@ from agent.config.load import load_agent_config
 from agent.config.model import AgentConfig
 from agent.daemon import Agent
 from agent.logs import setup_logging
+from agent.queue import QueueError
 from sync.config.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def register(commands: Any) -> None:
@@ -29,11 +33,17 @@ def handle(args: argparse.Namespace) -> int:
         print_config_error(error)
         return EXIT_CONFIG
     setup_logging(config.log_level, config.log_format)
-    asyncio.run(_run(config))
-    return 0
+    return asyncio.run(_run(config))
 
 
-async def _run(config: AgentConfig) -> None:
+async def _run(config: AgentConfig) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    await Agent(config).run(stop)
+    agent = Agent(config)
+    try:
+        await agent.open()
+    except QueueError as error:
+        log.error("Cannot start: %s", error)
+        return 1
+    await agent.run(stop)
+    return 0

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.queue import reader, schema
-from agent.queue.errors import QueueClosedError, UnknownStreamError
+from agent.queue.errors import QueueClosedError, QueueError, UnknownStreamError
 from agent.queue.records import InflightMark, NewEvent, StreamLimits, StreamStats
 from agent.queue.streams import DEADLETTER_LIMITS, DEADLETTER_STREAM, load_streams
 from agent.queue.transaction import WriteTx
@@ -66,7 +67,16 @@ class DurableQueue:
         path.parent.mkdir(parents=True, exist_ok=True)
         limits = {DEADLETTER_STREAM: DEADLETTER_LIMITS, **streams}
         loop = asyncio.get_running_loop()
-        conn, epoch, states = await asyncio.to_thread(_open_writer_conn, path, synchronous, limits)
+        try:
+            conn, epoch, states = await asyncio.to_thread(
+                _open_writer_conn, path, synchronous, limits
+            )
+        except (sqlite3.Error, schema.SchemaError) as exc:
+            msg = (
+                f"cannot open the queue database {path}: {exc}; nothing was deleted "
+                "(move the file aside to start with an empty queue)"
+            )
+            raise QueueError(msg) from exc
         queue: DurableQueue | None = None
 
         def on_commit(last_seqs: dict[str, int], sizes: dict[str, int]) -> None:

@@ -155,16 +155,23 @@ class GroupCommitWriter:
         self._resolve(group, touched)  # Step 5
 
     def _run_job(self, job: Job, touched: dict[str, StreamState]) -> None:
+        """Run one job in a savepoint; its own failure rolls back only its writes.
+
+        A database error (disk full, I/O error) is not the job's fault and may already
+        have rolled back the whole transaction, so it fails the whole group instead.
+        """
         tx = WriteTx(self._conn, self._streams)
         self._conn.execute("SAVEPOINT job")
         try:
             job.result = job.fn(tx)
+        except sqlite3.Error:
+            self._undo(tx)
+            raise
         except Exception as exc:  # the job's own failure goes to its caller alone
             self._conn.execute("ROLLBACK TO job")
             self._undo(tx)
             job.error = exc
-        finally:
-            self._conn.execute("RELEASE job")
+        self._conn.execute("RELEASE job")
         if job.error is None:
             job.touched = tx.touched
             for name in tx.undo:
