@@ -9,6 +9,7 @@ Field names are a contract other modules read.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterator
 from typing import Annotated, ClassVar, Final, Literal
 
@@ -282,7 +283,8 @@ class MqttOutputConfig:
     broker: MqttConnectionConfig = setting(doc="Broker to publish to.")
     topic: str = setting(
         default="edgestream/{device_id}/{stream}/{key}",
-        doc="Topic of each message; {device_id}, {stream} and {key} are filled in per event.",
+        doc="Topic of each message; {device_id}, {stream}, {key} and {topic} (the event's "
+        "original topic) are filled in per event, a missing key or topic as `_`.",
     )
     qos: int = setting(
         default=1,
@@ -291,6 +293,22 @@ class MqttOutputConfig:
         maximum=2,
     )
     retain: bool = setting(default=False, doc="Ask the broker to retain the last message.")
+
+    def check(self) -> list[Problem]:
+        try:
+            names = {
+                name for _, name, _, _ in string.Formatter().parse(self.topic) if name is not None
+            }
+        except ValueError as exc:
+            return [Problem("topic", f"bad topic template: {exc}", IssueKind.WRONG_TYPE)]
+        unknown = sorted(names - TOPIC_PLACEHOLDERS)
+        if not unknown:
+            return []
+        message = f"unknown placeholder {{{unknown[0]}}} (use {{device_id}}, {{stream}}, {{key}} or {{topic}})"
+        return [Problem("topic", message, IssueKind.WRONG_TYPE)]
+
+
+TOPIC_PLACEHOLDERS: Final = frozenset({"device_id", "stream", "key", "topic"})
 
 
 Source = Annotated[MqttSourceConfig, TAGGED_BY_TYPE]
