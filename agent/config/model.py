@@ -304,7 +304,8 @@ class MqttOutputConfig:
         unknown = sorted(names - TOPIC_PLACEHOLDERS)
         if not unknown:
             return []
-        message = f"unknown placeholder {{{unknown[0]}}} (use {{device_id}}, {{stream}}, {{key}} or {{topic}})"
+        allowed = "{device_id}, {stream}, {key} or {topic}"
+        message = f"unknown placeholder {{{unknown[0]}}} (use {allowed})"
         return [Problem("topic", message, IssueKind.WRONG_TYPE)]
 
 
