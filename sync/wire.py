@@ -139,9 +139,10 @@ def _batch_from(header: Any, rows: Any) -> Batch:
             str(header["device"]), str(header["epoch"]), str(header["stream"]),
             events, gaps, int(header["upto_seq"]),
         )  # fmt: skip
-    except (KeyError, TypeError, ValueError) as exc:
+        count = int(header["count"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise WireFormatError(f"malformed batch fields: {exc!r}") from exc
-    _check_consistent(batch, int(header["count"]))
+    _check_consistent(batch, count)
     return batch
 
 
@@ -157,8 +158,16 @@ def _event_from(row: list[Any]) -> StoredEvent:
     )  # fmt: skip
 
 
+_MAX_SEQ = 2**63 - 1  # SQLite's INTEGER range
+
+
 def _check_consistent(batch: Batch, count: int) -> None:
     seqs = [e.seq for e in batch.events]
+    numbers = [*seqs, batch.upto_seq, *(n for g in batch.gaps for n in (g.first_seq, g.last_seq))]
+    if any(not 0 <= n <= _MAX_SEQ for n in numbers):
+        raise WireFormatError("a sequence number is outside 0..2**63-1")
+    if any(g.first_seq > g.last_seq for g in batch.gaps):
+        raise WireFormatError("a gap ends before it starts")
     if len(seqs) != count:
         raise WireFormatError(f"header says {count} events, body holds {len(seqs)}")
     if any(b <= a for a, b in itertools.pairwise(seqs)):

@@ -52,9 +52,11 @@ async def _serve(config: HubConfig, store: SqliteCentralStore) -> None:
     hub = Hub(config, store)
     task = asyncio.create_task(hub.run(), name="edgestream[hub]")
     log.info("Hub %s serving %s into %s", config.hub_id, config.broker.url, config.store.path)
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait(), name="edgestream[hub].stop")
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await task
+        await task  # re-raises a crash of the hub, so the process exits non-zero
     log.info("Hub stopped: %d batches, %d events, %d duplicates dropped",
              hub.stats.batches, hub.stats.events, hub.stats.duplicates)  # fmt: skip

@@ -8,6 +8,7 @@ thread. Nothing here blocks the loop on disk. It satisfies `sync.outbox.Outbox`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -239,6 +240,10 @@ class DurableQueue:
             await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             return False
+        finally:
+            if not waiter.done() or waiter.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
         return True
 
     def _committed(self, last_seqs: dict[str, int], sizes: dict[str, int]) -> None:

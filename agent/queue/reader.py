@@ -70,8 +70,20 @@ def read_after(
     """Events after `after_seq` in order, bounded by count and bytes, with gaps in range.
 
     At least one event is returned even when it alone exceeds `max_bytes`, so an
-    oversized event can never wedge a consumer.
+    oversized event can never wedge a consumer. The queries share one read
+    transaction: gaps and events must come from the same commit, or a gap committed
+    between them could move the cursor past events this read never saw.
     """
+    conn.execute("BEGIN")
+    try:
+        return _read_after_in_snapshot(conn, stream, after_seq, max_events, max_bytes)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _read_after_in_snapshot(
+    conn: sqlite3.Connection, stream: str, after_seq: int, max_events: int, max_bytes: int
+) -> OutboxBatch:
     sid = stream_id(conn, stream)
     if sid is None:
         return OutboxBatch(stream, (), (), after_seq)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from dataclasses import dataclass
 
 from sync.failpoints import failpoint
@@ -29,6 +30,8 @@ from sync.wire import Ack, Batch, WireFormatError, ack_topic, decode
 log = logging.getLogger(__name__)
 
 _MAX_GROUP = 64
+# Errors caused by what a batch holds, not by the store: retrying cannot help.
+_CONTENT_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError)
 
 
 @dataclass(slots=True)
@@ -94,28 +97,31 @@ class Hub:
                 self.connection.resume_reading()
 
     async def _handle_group(self, group: list[_Received]) -> None:
-        accepted: list[tuple[_Received, Batch]] = []
-        rejected: list[tuple[_Received, str]] = []
-        for item in group:  # Step 2
-            verdict = self._verify(item)
-            if isinstance(verdict, Batch):
-                accepted.append((item, verdict))
-            else:
-                rejected.append((item, verdict))
-        results = await self._commit([b for _, b in accepted])  # Step 3
-        failpoint("hub.after_commit")
-        acks = [
-            self._ack(item, batch, res)
-            for (item, batch), res in zip(accepted, results, strict=True)
+        verdicts = await asyncio.to_thread(self._verify_all, group)  # Step 2, off the loop
+        accepted = [
+            (item, v) for item, v in zip(group, verdicts, strict=True) if isinstance(v, Batch)
         ]
-        await asyncio.gather(*acks, *(self._reject(item, reason) for item, reason in rejected))
+        rejected = [
+            (item, v) for item, v in zip(group, verdicts, strict=True) if isinstance(v, str)
+        ]
+        results, refused = await self._commit(accepted)  # Step 3
+        failpoint("hub.after_commit")
+        acks = [self._ack(item, batch, res) for (item, batch), res in results]
+        rejects = [self._reject(item, reason) for item, reason in rejected + refused]
+        await asyncio.gather(*acks, *rejects)  # Step 4
+
+    def _verify_all(self, group: list[_Received]) -> list[Batch | str]:
+        return [self._verify(item) for item in group]
 
     def _verify(self, item: _Received) -> Batch | str:
-        """The decoded batch, or the reason it is refused."""
+        """The decoded batch, or the reason it is refused (never an exception)."""
         try:
             batch = decode(item.message.payload, self.config.max_batch_bytes)
         except WireFormatError as exc:
             return str(exc)
+        except Exception as exc:  # a decoder bug must not stop the hub for every device
+            log.exception("Unexpected error decoding a batch on %s", item.message.topic)
+            return f"undecodable batch: {exc!r}"
         if batch.device != item.device:
             return f"batch of device {batch.device!r} arrived on the topic of {item.device!r}"
         allowed = self.config.allowed_devices
@@ -123,14 +129,43 @@ class Hub:
             return f"device {batch.device!r} is not in allowed_devices"
         return batch
 
-    async def _commit(self, batches: list[Batch]) -> list[CommitResult]:
-        if not batches:
-            return []
+    async def _commit(
+        self, accepted: list[tuple[_Received, Batch]]
+    ) -> tuple[list[tuple[tuple[_Received, Batch], CommitResult]], list[tuple[_Received, str]]]:
+        """Commit the group in one transaction; if that fails, batch by batch.
+
+        A batch the store refuses for its content (a value SQLite cannot hold) is
+        rejected alone, so it can never block the other devices' batches. A failure of
+        the store itself (disk full) is retried until it clears: nothing is acked.
+        """
+        if not accepted:
+            return [], []
+        try:
+            results = await self._commit_retrying([b for _, b in accepted])
+            return list(zip(accepted, results, strict=True)), []
+        except _CONTENT_ERRORS:
+            pass
+        done: list[tuple[tuple[_Received, Batch], CommitResult]] = []
+        refused: list[tuple[_Received, str]] = []
+        for pair in accepted:
+            try:
+                (result,) = await self._commit_retrying([pair[1]])
+                done.append((pair, result))
+            except (
+                sqlite3.IntegrityError,
+                sqlite3.InterfaceError,
+                OverflowError,
+                ValueError,
+            ) as exc:
+                refused.append((pair[0], f"central store refused the batch: {exc}"))
+        return done, refused
+
+    async def _commit_retrying(self, batches: list[Batch]) -> list[CommitResult]:
         while True:
             try:
                 return await asyncio.to_thread(self.store.commit, batches)
-            except Exception:
-                log.exception("Central store commit failed; retrying in 1s")
+            except sqlite3.OperationalError as exc:
+                log.error("Central store commit failed (%s); retrying in 1s", exc)
                 await asyncio.sleep(1.0)
 
     async def _ack(self, item: _Received, batch: Batch, result: CommitResult) -> None:

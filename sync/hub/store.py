@@ -99,8 +99,11 @@ class SqliteCentralStore:
             ],
         )  # fmt: skip
         committed = self._conn.total_changes - before
+        # A device merges new drops into its last gap, so a resent gap may be longer.
         self._conn.executemany(
-            "INSERT OR IGNORE INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(device, epoch, stream, first_seq) DO UPDATE SET"
+            " last_seq = max(last_seq, excluded.last_seq)",
             [
                 (batch.device, batch.epoch, batch.stream, g.first_seq, g.last_seq, g.reason,
                  g.recorded_at, now)
