@@ -82,6 +82,16 @@ class Outbox(Protocol):
         """Events after the consumer's cursor, oldest first, bounded by count and bytes."""
         ...
 
+    async def read_after(
+        self, stream: str, after_seq: int, max_events: int, max_bytes: int
+    ) -> OutboxBatch:
+        """Events after a position the consumer tracks itself (ahead of its cursor)."""
+        ...
+
+    async def cursor(self, stream: str, consumer: str) -> int:
+        """The consumer's committed position (0 before its first acknowledgement)."""
+        ...
+
     async def ack(self, stream: str, consumer: str, upto_seq: int) -> None:
         """Move the consumer's cursor to `upto_seq` durably (never backwards)."""
         ...

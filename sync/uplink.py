@@ -7,7 +7,8 @@ For each uplink stream one sender runs this protocol (`_send_one`):
      `<prefix>/<device>/up`.
   3. Wait for the hub's ack on `<prefix>/<device>/ack` for this batch id. The broker's
      PUBACK is not enough: only the hub's ack says the batch is committed centrally.
-  4. Move the cursor to the batch's `upto_seq` in the queue (durably).
+  4. Move the cursor to the batch's `upto_seq` in the queue (durably); this commit
+     runs while the next batch is read and sent (see `_drain`).
   On no ack within `ack_timeout`, or a rejection, the same batch is published again
   after a jittered exponential backoff; the hub deduplicates, so a retry never
   duplicates. One batch per stream is in flight, so order per stream holds.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from sync.backoff import Backoff
 from sync.mqtt.connection import MqttConnection
+from sync.mqtt.errors import MqttPublishError
 from sync.mqtt.message import MqttMessage
 from sync.outbox import Outbox, OutboxBatch
 from sync.uplink_config import UplinkConfig
@@ -78,34 +80,54 @@ class Uplink:
                 tasks.create_task(self._drain(stream), name=f"edgestream[uplink.{stream}].sender")
 
     async def _drain(self, stream: str) -> None:
-        backoff = Backoff(self.config.broker.backoff_initial, self.config.broker.backoff_max)
-        while True:
-            batch = await self._next_batch(stream)  # Step 1
-            await self._deliver(batch, backoff)
-            backoff.reset()
+        """Send batches one after another; the cursor commit overlaps the next send.
 
-    async def _next_batch(self, stream: str) -> OutboxBatch:
+        The position of the next read is kept in memory: once the hub has acked a
+        batch, the next one need not wait for the cursor's own commit (up to one
+        `commit_interval`). A crash before that commit resends the batch, which the
+        hub drops as duplicates, so nothing is lost or doubled either way.
+        """
+        backoff = Backoff(self.config.broker.backoff_initial, self.config.broker.backoff_max)
+        position = await self.outbox.cursor(stream, CONSUMER)
+        cursor_commit: asyncio.Task[None] | None = None
+        try:
+            while True:
+                batch = await self._next_batch(stream, position)  # Step 1
+                await self._deliver(batch, backoff)
+                backoff.reset()
+                position = batch.upto_seq
+                if cursor_commit is not None:
+                    await cursor_commit  # cursor commits stay in order
+                cursor_commit = asyncio.create_task(
+                    self._move_cursor(stream, position), name=f"edgestream[uplink.{stream}].cursor"
+                )  # Step 4
+        finally:
+            if cursor_commit is not None:
+                cursor_commit.cancel()
+
+    async def _next_batch(self, stream: str, position: int) -> OutboxBatch:
         cfg = self.config
         while True:
-            batch = await self.outbox.read_batch(
-                stream, CONSUMER, cfg.batch_max_events, cfg.batch_max_bytes
+            batch = await self.outbox.read_after(
+                stream, position, cfg.batch_max_events, cfg.batch_max_bytes
             )
             if batch.empty:
                 await self.outbox.wait_for_data(stream, batch.upto_seq, 5.0)
                 continue
             if len(batch.events) >= cfg.batch_max_events or not batch.events:
                 return batch
-            return await self._linger(batch)
+            return await self._linger(batch, position)
 
-    async def _linger(self, batch: OutboxBatch) -> OutboxBatch:
+    async def _linger(self, batch: OutboxBatch, position: int) -> OutboxBatch:
         """Wait for a fuller batch, but never hold the oldest event past `batch_max_delay`."""
         waited = time.time() - batch.events[0].ingest_time
-        remaining = self.config.batch_max_delay - waited
+        # Clamped: after the wall clock steps back, `waited` is negative.
+        remaining = min(self.config.batch_max_delay, self.config.batch_max_delay - waited)
         if remaining <= 0:
             return batch
         await asyncio.sleep(remaining)
-        return await self.outbox.read_batch(
-            batch.stream, CONSUMER, self.config.batch_max_events, self.config.batch_max_bytes
+        return await self.outbox.read_after(
+            batch.stream, position, self.config.batch_max_events, self.config.batch_max_bytes
         )
 
     async def _deliver(self, outbox_batch: OutboxBatch, backoff: Backoff) -> None:
@@ -118,14 +140,23 @@ class Uplink:
             try:
                 ack = await self._send_one(batch, data)
                 break
-            except (TimeoutError, BatchRejectedError) as exc:
+            except (TimeoutError, BatchRejectedError, MqttPublishError) as exc:
                 self.stats.retries += 1
                 delay = backoff.next_delay()
                 log.warning("Batch %s not acknowledged (%s); retrying in %.1fs",
                             batch.batch_id, exc or "timeout", delay)  # fmt: skip
                 await asyncio.sleep(delay)
-        await self.outbox.ack(batch.stream, CONSUMER, batch.upto_seq)  # Step 4
         self._count(batch, data, ack)
+
+    async def _move_cursor(self, stream: str, upto_seq: int) -> None:
+        """Commit the new cursor; retried on failure, since the hub already has the batch."""
+        while True:
+            try:
+                await self.outbox.ack(stream, CONSUMER, upto_seq)
+                return
+            except Exception as exc:  # the outbox's own error type is the agent's
+                log.error("Uplink could not move the %s cursor (%s); retrying", stream, exc)
+                await asyncio.sleep(1.0)
 
     async def _encode(self, batch: Batch) -> bytes:
         level = self.config.compression_level

@@ -34,14 +34,16 @@ class QueueConfig:
     """The durable SQLite queue every received event is committed to before it is acknowledged."""
 
     commit_interval: Duration = setting(
-        default=0.25,
-        doc="Received events are committed together at this interval (group commit): "
-        "longer means fewer SD-card writes but later acknowledgements.",
+        default=0.1,
+        doc="At most one commit (one fsync) per interval: writes arriving meanwhile share "
+        "it (group commit). Longer means fewer SD-card writes but later acknowledgements; "
+        "a lone write on a quiet queue commits at once.",
         minimum=0.001,
     )
     commit_max_events: int = setting(
-        default=5000,
-        doc="Commit before the interval ends once this many events are waiting.",
+        default=50000,
+        doc="Commit before the interval ends once this many events are waiting; with the "
+        "default interval this keeps commits at 10/s up to 500,000 events/s.",
         minimum=1,
     )
     synchronous: Literal["full", "normal"] = setting(
@@ -50,8 +52,10 @@ class QueueConfig:
         "normal is faster but may lose the last commits on power loss.",
     )
     max_pending: int = setting(
-        default=20000,
-        doc="Events received but not yet committed before sources pause intake; bounds memory.",
+        default=10000,
+        doc="Messages a source holds while they wait for their commit before it stops "
+        "reading (the broker keeps the rest); bounds memory. The broker must allow this "
+        "many unacknowledged messages per client (Mosquitto: max_inflight_messages).",
         minimum=1,
     )
     read_batch: int = setting(

@@ -13,8 +13,9 @@ import logging
 from dataclasses import dataclass
 
 from agent.config.model import MqttOutputConfig
-from agent.queue import DurableQueue
+from agent.queue import DurableQueue, QueueError
 from sync.mqtt.connection import MqttConnection
+from sync.mqtt.errors import MqttPublishError
 from sync.outbox import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class OutputStats:
     """Counters of one output since start."""
 
     published: int = 0
+    refused: int = 0
 
 
 class MqttOutput:
@@ -63,21 +65,53 @@ class MqttOutput:
                 await self.queue.wait_for_data(stream, position, 5.0)
                 continue
             await asyncio.gather(*(self._publish(e) for e in batch.events))
-            await self.queue.ack(stream, self.consumer, batch.upto_seq)
+            await self._ack(stream, batch.upto_seq)
             position = batch.upto_seq
-            self.stats.published += len(batch.events)
+
+    async def _ack(self, stream: str, upto_seq: int) -> None:
+        """Move the cursor; a failed commit is retried (republishing would duplicate)."""
+        while True:
+            try:
+                await self.queue.ack(stream, self.consumer, upto_seq)
+                return
+            except QueueError as exc:
+                log.error(
+                    "Output %s could not move its cursor (%s); retrying", self.config.name, exc
+                )
+                await asyncio.sleep(1.0)
 
     async def _publish(self, event: StoredEvent) -> None:
+        """Publish one event; one the broker refuses is counted and skipped, not retried."""
         topic = self.topic_for(event)
-        await self.connection.publish(topic, event.payload, self.config.qos, self.config.retain)
+        try:
+            await self.connection.publish(topic, event.payload, self.config.qos, self.config.retain)
+            self.stats.published += 1
+        except (ValueError, MqttPublishError) as exc:
+            self.stats.refused += 1
+            log.warning("Output %s skipped event %d: %s", self.config.name, event.seq, exc)
 
     def topic_for(self, event: StoredEvent) -> str:
-        """Fill the topic template; a missing key or topic becomes `_`."""
+        """Fill the topic template; a missing key or topic becomes `_`.
+
+        Values are made safe for a topic name: the wildcards `+` and `#` and NUL become
+        `_` in every value, and `/` too in the key (a key is one topic level).
+        """
         return self.config.topic.format_map(
             {
-                "device_id": self.device_id,
-                "stream": self.config.stream,
-                "key": event.key or "_",
-                "topic": event.topic or "_",
+                "device_id": _level(self.device_id),
+                "stream": _level(self.config.stream),
+                "key": _level(event.key or "_"),
+                "topic": _safe(event.topic or "_"),
             }
         )
+
+
+_UNSAFE = str.maketrans({"+": "_", "#": "_", "\0": "_"})
+
+
+def _safe(text: str) -> str:
+    return text.translate(_UNSAFE)
+
+
+def _level(text: str) -> str:
+    return _safe(text).replace("/", "_") or "_"

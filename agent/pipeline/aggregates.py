@@ -8,6 +8,7 @@ raising: bad input never stops a pipeline.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,8 +29,37 @@ class Aggregate(Protocol):
         ...
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+_INT64 = 2**63
+
+
+def _number(value: Any) -> float | None:
+    """A value usable by the numeric aggregates, or None to skip it.
+
+    Booleans, strings, NaN and infinities are skipped; integers beyond 64 bits become
+    floats, so every state stays finite and serialisable (a snapshot that cannot be
+    written would stop the pipeline on every restart).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int):
+        return value if -_INT64 < value < _INT64 else _finite(value)
+    return value if math.isfinite(value) else None
+
+
+def _finite(value: int) -> float | None:
+    try:
+        result = float(value)
+    except OverflowError:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _add(total: float, value: float) -> float | None:
+    """Sum that stays finite and within 64 bits; None when it would overflow."""
+    result = total + value
+    if isinstance(result, int) and not -_INT64 < result < _INT64:
+        return float(result)
+    return result if math.isfinite(result) else None
 
 
 class Count:
@@ -52,7 +82,9 @@ class Sum:
         return 0
 
     def add(self, state: float, value: Any) -> float:
-        return state + value if _is_number(value) else state
+        number = _number(value)
+        total = None if number is None else _add(state, number)
+        return state if total is None else total
 
     def result(self, state: float) -> float:
         return state
@@ -65,9 +97,10 @@ class Avg:
         return [0.0, 0]
 
     def add(self, state: list[float], value: Any) -> list[float]:
-        if _is_number(value):
-            state[0] += value
-            state[1] += 1
+        number = _number(value)
+        total = None if number is None else _add(state[0], float(number))
+        if total is not None:
+            state[0], state[1] = total, state[1] + 1
         return state
 
     def result(self, state: list[float]) -> float | None:
@@ -84,9 +117,9 @@ class Extreme:
         return None
 
     def add(self, state: float | None, value: Any) -> float | None:
-        if not _is_number(value):
+        number = _number(value)
+        if number is None:
             return state
-        number = float(value) if isinstance(value, float) else int(value)
         if state is None:
             return number
         return max(state, number) if self.keep_larger else min(state, number)

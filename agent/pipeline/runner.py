@@ -39,6 +39,7 @@ class PipelineStats:
     events_in: int = 0
     passed: int = 0
     windows_out: int = 0
+    errors: int = 0
 
 
 class PipelineRunner:
@@ -92,26 +93,38 @@ class PipelineRunner:
         return True
 
     def process(self, events: list[StoredEvent] | Any) -> list[NewEvent]:
-        """Filters and window over a batch, in memory; returns the output events."""
-        p = self.pipeline
-        filters, window, key_fn = p.filters, p.window, p.window_key
+        """Filters and window over a batch, in memory; returns the output events.
+
+        An event that makes a step fail is counted and skipped: one odd payload must
+        never stop the pipeline (it would fail again at every restart).
+        """
         outputs: list[NewEvent] = []
         passed = 0
         for event in events:
-            payload = _decode(event.payload)
-            meta = EventMeta(event.topic or "", event.key, event.event_time, event.ingest_time)
-            if not all(f(payload, meta) for f in filters):
-                continue
-            passed += 1
-            if window is None:
-                outputs.append(_passthrough(event))
-                continue
-            key = event.key if key_fn is None else _key_text(key_fn(payload, meta))
-            ts = event.ingest_time if p.use_ingest_time else event.event_time
-            for closed in window.add(key, ts, payload, meta):
-                outputs.append(_window_event(closed))
+            try:
+                passed += self._process_one(event, outputs)
+            except Exception as exc:  # bad input never stops the pipeline
+                self.stats.errors += 1
+                if self.stats.errors == 1 or self.stats.errors % 1000 == 0:
+                    log.warning("Pipeline %s skipped event %d (%d so far): %r",
+                                self.name, event.seq, self.stats.errors, exc)  # fmt: skip
         self._count(len(events), passed, outputs)
         return outputs
+
+    def _process_one(self, event: StoredEvent, outputs: list[NewEvent]) -> int:
+        p = self.pipeline
+        payload = _decode(event.payload)
+        meta = EventMeta(event.topic or "", event.key, event.event_time, event.ingest_time)
+        if not all(f(payload, meta) for f in p.filters):
+            return 0
+        window = p.window
+        if window is None:
+            outputs.append(_passthrough(event))
+            return 1
+        key = event.key if p.window_key is None else _key_text(p.window_key(payload, meta))
+        ts = event.ingest_time if p.use_ingest_time else event.event_time
+        outputs.extend(_window_event(closed) for closed in window.add(key, ts, payload, meta))
+        return 1
 
     async def _commit(self, outputs: list[NewEvent], upto_seq: int) -> None:
         cfg, window, state_name = (
@@ -128,6 +141,8 @@ class PipelineRunner:
                 tx.put_state(self.consumer, state_name, snapshot)
             tx.set_cursor(self.consumer, cfg.input, upto_seq)
 
+        if outputs:
+            await self.queue.wait_for_room(cfg.output)
         await self.queue.transact(write, weight=max(1, len(outputs)))
 
     async def _wait_or_idle(self) -> None:

@@ -60,7 +60,7 @@ class DurableQueue:
         streams: Mapping[str, StreamLimits],
         *,
         commit_interval: float = 0.1,
-        commit_max_events: int = 5000,
+        commit_max_events: int = 50000,
         synchronous: str = "full",
     ) -> DurableQueue:
         """Open (or create) the queue in `data_dir` and start its threads."""
@@ -121,9 +121,7 @@ class DurableQueue:
         With `overflow: block` this waits while the stream is full, so the caller (an
         MQTT source holding back its acknowledgements) applies backpressure.
         """
-        if stream not in self._limits:
-            raise UnknownStreamError(stream)
-        await self._wait_for_room(stream)
+        await self.wait_for_room(stream)
 
         def job(tx: WriteTx) -> list[int]:
             seqs = tx.append(stream, events)
@@ -224,7 +222,14 @@ class DurableQueue:
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.wrap_future(self._reader.call(fn, *args))
 
-    async def _wait_for_room(self, stream: str) -> None:
+    async def wait_for_room(self, stream: str) -> None:
+        """With `overflow: block`, wait while the stream is full (backpressure).
+
+        Every writer into a `block` stream awaits this before it writes, so a full
+        stream holds back its producers instead of growing past `max_bytes`.
+        """
+        if stream not in self._limits:
+            raise UnknownStreamError(stream)
         limits = self._limits[stream]
         if limits.overflow != "block":
             return

@@ -12,6 +12,10 @@ A kill between 3 and 4 makes the broker redeliver those messages (same id, DUP s
 after restart; their fingerprints are found in step 3's table and they are acknowledged
 without being stored twice. When more than `max_pending` messages wait for a commit,
 the source stops reading its socket: the broker holds the excess (backpressure).
+
+A retained message is sent again by the broker at every (re)subscription; the source
+remembers the fingerprint of the last retained message stored per topic and stores a
+retained message only when it differs, so reconnects do not duplicate it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from sync.mqtt.message import MqttMessage
 
 log = logging.getLogger(__name__)
 
+# Payload bytes that may wait for a commit before the source stops reading its socket.
+MAX_PENDING_BYTES = 32 * 1024 * 1024
+
 
 @dataclass(slots=True)
 class SourceStats:
@@ -40,6 +47,7 @@ class SourceStats:
     stored: int = 0
     dead_lettered: int = 0
     redeliveries_skipped: int = 0
+    retained_repeats: int = 0
 
 
 class MqttSource:
@@ -54,6 +62,8 @@ class MqttSource:
         self._id = f"mqtt.{config.name}"
         self._max_pending = max_pending
         self._buffer: list[MqttMessage] = []
+        self._buffered_bytes = 0
+        self._retained: dict[str, bytes] = {}
         self._wake = asyncio.Event()
         self.connection = MqttConnection(
             config.broker,
@@ -68,23 +78,33 @@ class MqttSource:
 
     async def run(self) -> None:
         """Connect and store messages until cancelled."""
+        self._retained = await self.queue.load_state(self._retained_owner)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.connection.run(), name=f"edgestream[{self._id}].mqtt")
             tasks.create_task(self._store_loop(), name=f"edgestream[{self._id}].store")
 
+    @property
+    def _retained_owner(self) -> str:
+        return f"{self._id}.retained"
+
     def _on_message(self, message: MqttMessage) -> None:
         self.stats.received += 1
         self._buffer.append(message)
+        self._buffered_bytes += len(message.payload)
         self._wake.set()
-        if len(self._buffer) >= self._max_pending:
+        if self._too_full():
             self.connection.pause_reading()
+
+    def _too_full(self) -> bool:
+        """Bound what waits in memory by count and by bytes (large payloads on a Pi)."""
+        return len(self._buffer) >= self._max_pending or self._buffered_bytes >= MAX_PENDING_BYTES
 
     async def _store_loop(self) -> None:
         backoff = Backoff(0.5, 30.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
-            group, self._buffer = self._buffer, []
+            group, self._buffer, self._buffered_bytes = self._buffer, [], 0
             while True:
                 try:
                     await self._store_and_ack(group)
@@ -95,7 +115,7 @@ class MqttSource:
                     log.error("Source %s could not store %d messages (%s); retrying in %.1fs",
                               self.config.name, len(group), exc, delay)  # fmt: skip
                     await asyncio.sleep(delay)
-            if len(self._buffer) < self._max_pending:
+            if not self._too_full():
                 self.connection.resume_reading()
 
     async def _store_and_ack(self, group: list[MqttMessage]) -> None:
@@ -106,9 +126,16 @@ class MqttSource:
             decoded = decode_message(
                 message, self.config.payload, self.config.key, self.config.name
             )
-            (dead if isinstance(decoded, DeadLetter) else events).append(decoded)  # type: ignore[arg-type]
+            if isinstance(decoded, DeadLetter):
+                dead.append(decoded)
+            else:
+                events.append(decoded)
         marks = [InflightMark(self._id, m.mid, digest(m)) for m in fresh if m.qos > 0]
-        await self.queue.transact(self._writer(events, dead, marks), weight=len(fresh))  # Step 3
+        retained = {m.topic: digest(m) for m in fresh if m.retain}
+        await self.queue.wait_for_room(self.config.stream)
+        write = self._writer(events, dead, marks, retained)
+        await self.queue.transact(write, weight=len(fresh))  # Step 3
+        self._retained.update(retained)
         for message in group:  # Step 4
             if message.qos > 0:
                 self.connection.ack(message.mid, message.qos)
@@ -116,7 +143,11 @@ class MqttSource:
         self.stats.dead_lettered += len(dead)
 
     def _writer(
-        self, events: list[NewEvent], dead: list[DeadLetter], marks: list[InflightMark]
+        self,
+        events: list[NewEvent],
+        dead: list[DeadLetter],
+        marks: list[InflightMark],
+        retained: dict[str, bytes],
     ) -> Callable[[WriteTx], None]:
         stream = self.config.stream
 
@@ -128,20 +159,41 @@ class MqttSource:
                 for d in dead:
                     tx.incr(stream, f"dead_lettered.{d.reason}")
             tx.mark_inflight(marks)
+            for topic, fingerprint in retained.items():
+                tx.put_state(self._retained_owner, topic, fingerprint)
 
         return write
 
     async def _skip_redeliveries(self, group: list[MqttMessage]) -> list[MqttMessage]:
-        """Drop messages the broker redelivered although we had stored them (see Step 4)."""
+        """Drop copies of messages already stored, or already in this group.
+
+        A DUP message whose id and fingerprint match a committed mark was stored before
+        a crash or a lost connection (see Step 4); one matching an earlier message of the
+        same group is the broker's resend after a connection flap. A retained message
+        equal to the last one stored for its topic is the broker's replay on subscribe.
+        """
         fresh: list[MqttMessage] = []
+        seen: set[tuple[int, bytes]] = set()
         for message in group:
-            if message.dup and message.qos > 0:
-                stored = await self.queue.inflight_digest(self._id, message.mid)
-                if stored == digest(message):
-                    self.stats.redeliveries_skipped += 1
-                    continue
+            fingerprint = digest(message)
+            if message.retain and self._retained.get(message.topic) == fingerprint:
+                self.stats.retained_repeats += 1
+                continue
+            if await self._is_redelivery(message, fingerprint, seen):
+                self.stats.redeliveries_skipped += 1
+                continue
+            seen.add((message.mid, fingerprint))
             fresh.append(message)
         return fresh
+
+    async def _is_redelivery(
+        self, message: MqttMessage, fingerprint: bytes, seen: set[tuple[int, bytes]]
+    ) -> bool:
+        if not message.dup or message.qos == 0:
+            return False
+        if (message.mid, fingerprint) in seen:
+            return True
+        return await self.queue.inflight_digest(self._id, message.mid) == fingerprint
 
 
 def _subscription_qos(qos: int) -> int:

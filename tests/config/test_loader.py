@@ -266,7 +266,7 @@ def test_mapping_keys_must_be_text() -> None:
 
 def test_empty_section_takes_its_defaults() -> None:
     config = parse_agent_config("device_id: d\nqueue:\nstreams:\n  s:\n", "a.yaml", {})
-    assert config.queue.commit_interval == 0.25
+    assert config.queue.commit_interval == 0.1
     assert config.streams["s"].max_bytes == 256 * 1024**2
 
 

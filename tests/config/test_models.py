@@ -76,7 +76,7 @@ def agent_errors(text: str) -> list[str]:
 
 def test_full_config_builds_typed_values() -> None:
     config = agent(FULL)
-    assert config.queue.commit_interval == 0.1 and config.queue.commit_max_events == 5000
+    assert config.queue.commit_interval == 0.1 and config.queue.commit_max_events == 50000
     assert config.streams["sensors"].max_bytes == 64 * 1024**2
     assert config.streams["sensors"].max_age == 2 * 86400.0
     assert config.streams["sensors_1m"].overflow == "drop_oldest"

@@ -175,6 +175,8 @@ def test_constant_names(text: str, expected: Any) -> None:
         ("-7 // 2", -4),
         ("7 % 3", 1),
         ("-7 % 3", 2),
+        ("7 % -3", -2),
+        ("2 % -1.5", -1.0),
         ("2 ** 10", 1024),
         ("2 ** -1", 0.5),
         ("2 ** 1000", 2**1000),
@@ -562,8 +564,19 @@ def test_predicates_always_yield_bools(text: str, expected: bool) -> None:
     assert compile_predicate(text).evaluate(PAYLOAD, META) is expected
 
 
-def test_predicate_keeps_the_fused_comparison_unwrapped() -> None:
-    assert compile_predicate("value > 15").fn.__qualname__.startswith("_fused_greater.")
+@pytest.mark.parametrize(
+    ("text", "closure"),
+    [
+        ("value > 15", "_fused_greater."),
+        ("15 >= value", "_fused_less_equal."),
+        ("status == 'ok'", "_fused_equal."),
+        ("env.temp < 1.5", "_typed_ordering."),
+        ("topic[1] != 'x'", "_typed_equality."),
+        ("site in ['a', 'b']", "_membership."),
+    ],
+)
+def test_common_shapes_compile_to_one_specialised_closure(text: str, closure: str) -> None:
+    assert compile_predicate(text).fn.__qualname__.startswith(closure)
 
 
 # --- fused comparisons agree with the generic operators --------------------------------

@@ -1,17 +1,19 @@
 """Comparisons, with fused closures for the shapes filters use most.
 
 ``value > 15`` is the hot path of every filter step: a generic closure would
-cost three calls (field, constant, operator) per event. Here a comparison of a
-payload field with a constant becomes one closure that does the dict lookup,
-the type check and the comparison inline; other constants still save the call
-for the constant side. Everything else uses the operator functions of
-`values`, which define the semantics the fused versions must match.
+cost five calls (field, constant, operator, two type checks) per event. Here a
+top-level payload field against a number or string constant becomes one
+closure doing the dict lookup, type check and comparison inline; any other
+left side against such a constant costs one call plus the inline check.
+Everything else uses the operator functions of `values`, which define the
+semantics the specialised closures must match (a test compares them).
 """
 
 from __future__ import annotations
 
 import ast
 from collections.abc import Callable, Sequence
+from operator import ge, gt, le, lt
 from typing import Any
 
 from agent.pipeline.expr.meta import EventMeta
@@ -97,11 +99,13 @@ def _against_constant(operator: Operator, left: Node, value: Any) -> Fn:
     if operator in (contains, not_contains):
         member = _membership(left.fn, value)
         return member if operator is contains else _negated(member)
+    if operator not in _FUSED or not _fusable(operator, value):
+        return _with_constant(operator, left.fn, value)
     if left.path is not None and len(left.path) == 1 and type(left.path[0]) is str:
-        fused = _FUSED.get(operator)
-        if fused is not None and _fusable(operator, value):
-            return fused(left.path[0], non_object_root(left.path[0]), value)
-    return _with_constant(operator, left.fn, value)
+        return _FUSED[operator](left.path[0], non_object_root(left.path[0]), value)
+    if operator in (equal, not_equal):
+        return _typed_equality(left.fn, value, operator is equal)
+    return _typed_ordering(left.fn, _NATIVE[operator], value)
 
 
 def _fusable(operator: Operator, value: Any) -> bool:
@@ -120,6 +124,37 @@ def _fusable(operator: Operator, value: Any) -> bool:
 
 _EXACT_FLOAT_INT = 2**53
 """Integers up to this size convert to float exactly."""
+
+
+def _typed_ordering(left_fn: Fn, native: Operator, value: int | float) -> Fn:
+    """A computed left side (``env.temp``, ``abs(x)``) ordered against a number."""
+    as_float = float(value)
+
+    def typed(payload: Any, meta: EventMeta) -> bool:
+        found = left_fn(payload, meta)
+        kind = type(found)
+        if kind is float:
+            return native(found, as_float)
+        return kind is int and native(found, value)
+
+    return typed
+
+
+def _typed_equality(left_fn: Fn, value: int | float | str, positive: bool) -> Fn:
+    """A computed left side (``topic[1]``, ``lower(x)``) against a number or string."""
+    if positive:
+
+        def equals(payload: Any, meta: EventMeta) -> bool:
+            found = left_fn(payload, meta)
+            return type(found) is not bool and bool(found == value)
+
+        return equals
+
+    def differs(payload: Any, meta: EventMeta) -> bool:
+        found = left_fn(payload, meta)
+        return type(found) is bool or bool(found != value)
+
+    return differs
 
 
 def _with_constant(operator: Operator, left_fn: Fn, value: Any) -> Fn:
@@ -241,6 +276,14 @@ def _fused_not_equal(name: str, other: Fn, value: Any) -> Fn:
 
     return fused
 
+
+_NATIVE: dict[Operator, Operator] = {
+    greater: gt,
+    greater_equal: ge,
+    less: lt,
+    less_equal: le,
+}
+"""The builtin comparisons the typed closures call once the types are known."""
 
 _FUSED: dict[Operator, Callable[[str, Fn, Any], Fn]] = {
     greater: _fused_greater,

@@ -113,7 +113,7 @@ def _syntax_error(
         column = len(text.rstrip()) + 1
         if message == "invalid syntax":
             message = "unexpected end of expression"
-    else:
+    else:  # after a backslash continuation Python may count from the logical line
         index = min(exc.lineno, len(lines)) - 1
-        column = lead + starts[index] + exc.offset
+        column = min(lead + starts[index] + exc.offset, len(text) + 1)
     return ExprError(message, column, text)

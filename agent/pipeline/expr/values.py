@@ -18,10 +18,13 @@ MAX_POWER_BITS = 100_000
 """Integer powers whose result would need more bits than this evaluate to null."""
 
 
+NUMBER_TYPES = (int, float)
+"""Exact types that count as numbers: ``type(True)`` is ``bool``, so booleans do not."""
+
+
 def is_number(value: Any) -> bool:
     """Tell numbers from everything else; ``True`` is a boolean here, not a 1."""
-    kind = type(value)
-    return kind is int or kind is float
+    return type(value) in NUMBER_TYPES
 
 
 def truthy(value: Any) -> bool:
@@ -43,8 +46,8 @@ def not_equal(left: Any, right: Any) -> bool:
 
 def _orderable(left: Any, right: Any) -> bool:
     """Ordering is defined between two numbers or two strings only."""
-    if is_number(left):
-        return is_number(right)
+    if type(left) in NUMBER_TYPES:
+        return type(right) in NUMBER_TYPES
     return type(left) is str and type(right) is str
 
 
@@ -85,7 +88,7 @@ def not_contains(item: Any, container: Any) -> bool:
 
 def add(left: Any, right: Any) -> Any:
     """``+`` on numbers, or concatenation of two strings; null otherwise."""
-    if is_number(left) and is_number(right):
+    if type(left) in NUMBER_TYPES and type(right) in NUMBER_TYPES:
         try:
             return left + right
         except OverflowError:  # an int too large to meet a float
@@ -97,7 +100,7 @@ def add(left: Any, right: Any) -> Any:
 
 def subtract(left: Any, right: Any) -> Any:
     """``-`` on numbers; null otherwise."""
-    if not (is_number(left) and is_number(right)):
+    if type(left) not in NUMBER_TYPES or type(right) not in NUMBER_TYPES:
         return None
     try:
         return left - right
@@ -107,7 +110,7 @@ def subtract(left: Any, right: Any) -> Any:
 
 def multiply(left: Any, right: Any) -> Any:
     """``*`` on numbers only: string repetition would let a payload allocate at will."""
-    if not (is_number(left) and is_number(right)):
+    if type(left) not in NUMBER_TYPES or type(right) not in NUMBER_TYPES:
         return None
     try:
         return left * right
@@ -117,7 +120,7 @@ def multiply(left: Any, right: Any) -> Any:
 
 def divide(left: Any, right: Any) -> Any:
     """``/``; division by zero is null, not an error."""
-    if not (is_number(left) and is_number(right)):
+    if type(left) not in NUMBER_TYPES or type(right) not in NUMBER_TYPES:
         return None
     try:
         return left / right
@@ -127,7 +130,7 @@ def divide(left: Any, right: Any) -> Any:
 
 def floor_divide(left: Any, right: Any) -> Any:
     """``//``; division by zero is null."""
-    if not (is_number(left) and is_number(right)):
+    if type(left) not in NUMBER_TYPES or type(right) not in NUMBER_TYPES:
         return None
     try:
         return left // right
@@ -137,7 +140,7 @@ def floor_divide(left: Any, right: Any) -> Any:
 
 def modulo(left: Any, right: Any) -> Any:
     """``%`` on numbers only (never string formatting); modulo by zero is null."""
-    if not (is_number(left) and is_number(right)):
+    if type(left) not in NUMBER_TYPES or type(right) not in NUMBER_TYPES:
         return None
     try:
         return left % right
@@ -147,7 +150,9 @@ def modulo(left: Any, right: Any) -> Any:
 
 def power(base: Any, exponent: Any) -> Any:
     """``**`` bounded in exponent and result size; complex results are null."""
-    if not (is_number(base) and is_number(exponent)) or exponent > MAX_EXPONENT:
+    if type(base) not in NUMBER_TYPES or type(exponent) not in NUMBER_TYPES:
+        return None
+    if exponent > MAX_EXPONENT:
         return None
     if type(base) is int and type(exponent) is int and _too_many_bits(base, exponent):
         return None
