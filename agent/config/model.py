@@ -112,6 +112,13 @@ class PayloadConfig:
     time_unit: Literal["s", "ms", "us", "ns"] = setting(
         default="s", doc="Unit of the epoch number in time_field."
     )
+    max_future: Duration = setting(
+        default=86400.0,
+        doc="An event time further than this ahead of the arrival time is not trusted "
+        "(a wrong unit or clock): the arrival time is used and the event is counted "
+        "under time_in_future, so one bad reading cannot close every window early.",
+        minimum=0.0,
+    )
 
 
 @config_class

@@ -18,7 +18,7 @@ from agent.queue import NewEvent
 from sync.mqtt.message import MqttMessage
 
 DEADLETTER_SAMPLE = 1024
-_TIME_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+_TIME_DIVISOR = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,11 @@ def decode_message(
         value = parsed
     event_time = _event_time(value, payload_cfg, message.received_at)
     key = _key(message.topic, value, key_cfg)
-    return NewEvent(event_time, message.received_at, key, message.topic, raw)
+    headers = None
+    if event_time - message.received_at > payload_cfg.max_future:
+        headers = orjson.dumps({"time_in_future": repr(event_time)}).decode()
+        event_time = message.received_at
+    return NewEvent(event_time, message.received_at, key, message.topic, raw, headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,7 @@ def _event_time(value: Any, cfg: PayloadConfig, received_at: float) -> float:
     found = field_path(value, cfg.time_field)
     if isinstance(found, bool) or not isinstance(found, int | float):
         return received_at
-    return float(found) * _TIME_SCALE[cfg.time_unit]
+    return float(found) / _TIME_DIVISOR[cfg.time_unit]  # division rounds exactly; * 1e-3 does not
 
 
 def _key(topic: str, value: Any, cfg: KeyConfig) -> str | None:

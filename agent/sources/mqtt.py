@@ -151,9 +151,13 @@ class MqttSource:
     ) -> Callable[[WriteTx], None]:
         stream = self.config.stream
 
+        future = sum(1 for e in events if e.headers and "time_in_future" in e.headers)
+
         def write(tx: WriteTx) -> None:
             if events:
                 tx.append(stream, events)
+            if future:
+                tx.incr(stream, "time_in_future", future)
             if dead:
                 tx.append(DEADLETTER_STREAM, [d.event for d in dead])
                 for d in dead:
