@@ -85,13 +85,12 @@ async def test_a_full_block_stream_holds_acks_back_until_room_frees(
         task = group.create_task(source.run())
         assert await source.connection.wait_connected(10)
         publisher = Publisher(mosquitto.url)
-        publisher.publish_many((f"cfg/d{i}", b'{"v": %d}' % i) for i in range(100))
+        publisher.publish_many((f"cfg/d{i}", b'{"v": %d}' % i) for i in range(50))
+        assert await wait_for(lambda: _at_least(queue, 50))  # the stream is now over its limit
+        publisher.publish_many((f"cfg/d{i}", b'{"v": %d}' % i) for i in range(50, 100))
         publisher.close()
-        await asyncio.sleep(1.0)
-        held = queue.last_seq("s")
-        assert 0 < held < 100  # the stream is full: the rest waits at the broker
-        await asyncio.sleep(1.0)
-        assert queue.last_seq("s") == held  # and stays there while nobody reads
+        await asyncio.sleep(1.5)
+        assert queue.last_seq("s") == 50  # the second wave waits at the broker, unacked
         position = 0
         while position < 100:  # a consumer frees room; everything arrives, in order
             batch = await queue.read_after("s", position, 10, 1 << 20)
