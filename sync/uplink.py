@@ -7,8 +7,8 @@ For each uplink stream one sender runs this protocol (`_send_one`):
      `<prefix>/<device>/up`.
   3. Wait for the hub's ack on `<prefix>/<device>/ack` for this batch id. The broker's
      PUBACK is not enough: only the hub's ack says the batch is committed centrally.
-  4. Move the cursor to the batch's `upto_seq` in the queue (durably); this commit
-     runs while the next batch is read and sent (see `_drain`).
+  4. Move the cursor to the batch's `upto_seq` in the queue (durably); these commits
+     trail behind the sends, coalesced (see `_drain`).
   On no ack within `ack_timeout`, or a rejection, the same batch is published again
   after a jittered exponential backoff; the hub deduplicates, so a retry never
   duplicates. One batch per stream is in flight, so order per stream holds.
@@ -51,6 +51,27 @@ class UplinkStats:
     last_ack_at: float | None = None
 
 
+class _CursorTrail:
+    """The acked position of one stream, and how far its commits have caught up."""
+
+    def __init__(self, committed: int) -> None:
+        self.committed = committed
+        self.target = committed
+        self._moved = asyncio.Event()
+
+    def advance(self, position: int) -> None:
+        """The hub acked everything up to `position`."""
+        self.target = max(self.target, position)
+        self._moved.set()
+
+    async def next_target(self) -> int:
+        """Wait until there is something newer than the last commit to commit."""
+        while self.target <= self.committed:
+            self._moved.clear()
+            await self._moved.wait()
+        return self.target
+
+
 class Uplink:
     """Replicates the marked streams of an outbox to the hub."""
 
@@ -80,30 +101,33 @@ class Uplink:
                 tasks.create_task(self._drain(stream), name=f"edgestream[uplink.{stream}].sender")
 
     async def _drain(self, stream: str) -> None:
-        """Send batches one after another; the cursor commit overlaps the next send.
+        """Send batches one after another while a companion task commits the cursor.
 
         The position of the next read is kept in memory: once the hub has acked a
-        batch, the next one need not wait for the cursor's own commit (up to one
-        `commit_interval`). A crash before that commit resends the batch, which the
-        hub drops as duplicates, so nothing is lost or doubled either way.
+        batch, the next one is sent at once, and the cursor commits trail behind,
+        coalesced (one commit can cover several acked batches, so the group commit's
+        interval never paces the drain). A crash before a cursor commit resends those
+        batches, which the hub drops as duplicates: nothing is lost or doubled.
         """
         backoff = Backoff(self.config.broker.backoff_initial, self.config.broker.backoff_max)
         position = await self.outbox.cursor(stream, CONSUMER)
-        cursor_commit: asyncio.Task[None] | None = None
-        try:
+        trail = _CursorTrail(position)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(
+                self._commit_cursor(stream, trail), name=f"edgestream[uplink.{stream}].cursor"
+            )
             while True:
                 batch = await self._next_batch(stream, position)  # Step 1
                 await self._deliver(batch, backoff)
                 backoff.reset()
                 position = batch.upto_seq
-                if cursor_commit is not None:
-                    await cursor_commit  # cursor commits stay in order
-                cursor_commit = asyncio.create_task(
-                    self._move_cursor(stream, position), name=f"edgestream[uplink.{stream}].cursor"
-                )  # Step 4
-        finally:
-            if cursor_commit is not None:
-                cursor_commit.cancel()
+                trail.advance(position)  # Step 4, committed by _commit_cursor
+
+    async def _commit_cursor(self, stream: str, trail: _CursorTrail) -> None:
+        while True:
+            target = await trail.next_target()
+            await self._move_cursor(stream, target)
+            trail.committed = target
 
     async def _next_batch(self, stream: str, position: int) -> OutboxBatch:
         cfg = self.config

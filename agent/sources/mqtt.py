@@ -122,7 +122,7 @@ class MqttSource:
         fresh = await self._skip_redeliveries(group)
         events: list[NewEvent] = []
         dead: list[DeadLetter] = []
-        for message in fresh:  # Step 2
+        for message, _ in fresh:  # Step 2
             decoded = decode_message(
                 message, self.config.payload, self.config.key, self.config.name
             )
@@ -130,8 +130,8 @@ class MqttSource:
                 dead.append(decoded)
             else:
                 events.append(decoded)
-        marks = [InflightMark(self._id, m.mid, digest(m)) for m in fresh if m.qos > 0]
-        retained = {m.topic: digest(m) for m in fresh if m.retain}
+        marks = [InflightMark(self._id, m.mid, f) for m, f in fresh if m.qos > 0]
+        retained = {m.topic: f for m, f in fresh if m.retain}
         await self.queue.wait_for_room(self.config.stream)
         write = self._writer(events, dead, marks, retained)
         await self.queue.transact(write, weight=len(fresh))  # Step 3
@@ -168,7 +168,7 @@ class MqttSource:
 
         return write
 
-    async def _skip_redeliveries(self, group: list[MqttMessage]) -> list[MqttMessage]:
+    async def _skip_redeliveries(self, group: list[MqttMessage]) -> list[tuple[MqttMessage, bytes]]:
         """Drop copies of messages already stored, or already in this group.
 
         A DUP message whose id and fingerprint match a committed mark was stored before
@@ -176,7 +176,7 @@ class MqttSource:
         same group is the broker's resend after a connection flap. A retained message
         equal to the last one stored for its topic is the broker's replay on subscribe.
         """
-        fresh: list[MqttMessage] = []
+        fresh: list[tuple[MqttMessage, bytes]] = []
         seen: set[tuple[int, bytes]] = set()
         for message in group:
             fingerprint = digest(message)
@@ -187,7 +187,7 @@ class MqttSource:
                 self.stats.redeliveries_skipped += 1
                 continue
             seen.add((message.mid, fingerprint))
-            fresh.append(message)
+            fresh.append((message, fingerprint))
         return fresh
 
     async def _is_redelivery(
