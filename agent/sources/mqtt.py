@@ -179,7 +179,7 @@ class MqttSource:
         fresh: list[tuple[MqttMessage, bytes]] = []
         seen: set[tuple[int, bytes]] = set()
         for message in group:
-            fingerprint = digest(message)
+            fingerprint = digest(message) if message.qos or message.retain else b""
             if message.retain and self._retained.get(message.topic) == fingerprint:
                 self.stats.retained_repeats += 1
                 continue
