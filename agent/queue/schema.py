@@ -66,9 +66,10 @@ CREATE TABLE IF NOT EXISTS state (
     PRIMARY KEY (owner, name)
 );
 CREATE TABLE IF NOT EXISTS mqtt_inflight (
-    source TEXT NOT NULL,
-    mid    INTEGER NOT NULL,
-    digest BLOB NOT NULL,
+    source     TEXT NOT NULL,
+    mid        INTEGER NOT NULL,
+    digest     BLOB NOT NULL,
+    written_at REAL NOT NULL,
     PRIMARY KEY (source, mid)
 ) WITHOUT ROWID;
 """

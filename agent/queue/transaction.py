@@ -144,9 +144,18 @@ class WriteTx:
 
     def mark_inflight(self, marks: Iterable[InflightMark]) -> None:
         """Remember which MQTT message ids the events of this transaction arrived with."""
+        now = time.time()
         self._conn.executemany(
-            "INSERT OR REPLACE INTO mqtt_inflight(source, mid, digest) VALUES (?, ?, ?)",
-            [(m.source, m.mid, m.digest) for m in marks],
+            "INSERT OR REPLACE INTO mqtt_inflight(source, mid, digest, written_at)"
+            " VALUES (?, ?, ?, ?)",
+            [(m.source, m.mid, m.digest, now) for m in marks],
+        )
+
+    def forget_inflight(self, source: str, written_before: float) -> None:
+        """Drop marks whose acknowledgements have certainly reached the broker."""
+        self._conn.execute(
+            "DELETE FROM mqtt_inflight WHERE source = ? AND written_at < ?",
+            (source, written_before),
         )
 
 

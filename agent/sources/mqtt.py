@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 # Payload bytes that may wait for a commit before the source stops reading its socket.
 MAX_PENDING_BYTES = 32 * 1024 * 1024
+# A mark is kept until its PUBACK has surely reached the broker: written this long ago,
+# on a connection that has stayed up at least as long since.
+MARK_HORIZON = 60.0
+PRUNE_EVERY = 10.0
 
 
 @dataclass(slots=True)
@@ -64,6 +69,7 @@ class MqttSource:
         self._buffer: list[MqttMessage] = []
         self._buffered_bytes = 0
         self._retained: dict[str, bytes] = {}
+        self._next_prune = 0.0
         self._wake = asyncio.Event()
         self.connection = MqttConnection(
             config.broker,
@@ -150,7 +156,7 @@ class MqttSource:
         retained: dict[str, bytes],
     ) -> Callable[[WriteTx], None]:
         stream = self.config.stream
-
+        prune_before = self._prune_horizon()
         future = sum(1 for e in events if e.headers and "time_in_future" in e.headers)
 
         def write(tx: WriteTx) -> None:
@@ -163,10 +169,26 @@ class MqttSource:
                 for d in dead:
                     tx.incr(stream, f"dead_lettered.{d.reason}")
             tx.mark_inflight(marks)
+            if prune_before is not None:
+                tx.forget_inflight(self._id, prune_before)
             for topic, fingerprint in retained.items():
                 tx.put_state(self._retained_owner, topic, fingerprint)
 
         return write
+
+    def _prune_horizon(self) -> float | None:
+        """When due, the write time before which redelivery marks can go.
+
+        A mark matters only while its message's PUBACK may not have reached the broker.
+        Once the connection has stayed up `MARK_HORIZON` seconds past a mark, TCP has
+        delivered that PUBACK; pruning keeps the table small and the chance that a new
+        message is mistaken for an old one (same id, topic and payload) tiny.
+        """
+        now = time.monotonic()
+        if now < self._next_prune or self.connection.connected_for < MARK_HORIZON:
+            return None
+        self._next_prune = now + PRUNE_EVERY
+        return time.time() - MARK_HORIZON
 
     async def _skip_redeliveries(self, group: list[MqttMessage]) -> list[tuple[MqttMessage, bytes]]:
         """Drop copies of messages already stored, or already in this group.

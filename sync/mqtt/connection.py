@@ -24,6 +24,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,7 @@ class MqttConnection:
         self._sock: SocketLike | None = None
         self._reading = False
         self._connected = asyncio.Event()
+        self._connected_since: float | None = None
         self._closed = asyncio.Event()
         self._connack: asyncio.Future[bool] | None = None
         self._lost: asyncio.Future[None] | None = None
@@ -128,6 +130,12 @@ class MqttConnection:
         self._failures = ConnectFailureLog(name, config.url)
 
     # ----------------------------------------------------------------- public API
+
+    @property
+    def connected_for(self) -> float:
+        """Seconds the current connection has been up (0 when not connected)."""
+        since = self._connected_since
+        return 0.0 if since is None else time.monotonic() - since
 
     @property
     def is_connected(self) -> bool:
@@ -349,6 +357,7 @@ class MqttConnection:
                 await self._subscribe(lost)
                 if not lost.done():
                     self._connected.set()
+                    self._connected_since = time.monotonic()
                     self._wake_publishers()
                     # shielded: a cancelled run() must still see the socket close in _shut_down
                     await asyncio.shield(lost)
@@ -403,6 +412,7 @@ class MqttConnection:
         """Fail waiting publishes, send DISCONNECT and wait briefly for it to be written."""
         self._closed.set()
         self._connected.clear()
+        self._connected_since = None
         self._wake_publishers()
         self._outbox.close(MqttConnectionClosed(f"MQTT connection {self._name} is closed"))
         lost = self._lost
@@ -477,6 +487,7 @@ class MqttConnection:
         self._sock = None
         self._reading = False
         self._connected.clear()
+        self._connected_since = None
         self._outbox.connection_lost()
         _settle(self._connack, error=ConnectionResetError("connection closed before CONNACK"))
         _settle(self._lost, result=None)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from agent.config.load import parse_agent_config
 from agent.queue import DurableQueue, StreamLimits
+from agent.sources import mqtt as source_module
 from agent.sources.mqtt import MqttSource
 from tests.brokers import MosquittoBroker
-from tests.e2e.harness import Publisher
+from tests.e2e.harness import Publisher, query
 
 CONFIG = """\
 device_id: pi
@@ -101,4 +103,31 @@ async def test_a_full_block_stream_holds_acks_back_until_room_frees(
                 await queue.wait_for_data("s", position, 5)
         task.cancel()
     assert queue.last_seq("s") == 100
+    await queue.close()
+
+
+async def test_redelivery_marks_are_pruned_once_their_acks_are_surely_delivered(
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(source_module, "MARK_HORIZON", 0.5)
+    monkeypatch.setattr(source_module, "PRUNE_EVERY", 0.1)
+    config = parse_agent_config(CONFIG.format(url=mosquitto.url))
+    queue = await DurableQueue.open(
+        tmp_path, {"s": StreamLimits(1 << 20, 3600.0)}, commit_interval=0.01
+    )
+    source = MqttSource(config.sources[0], queue, "pi", 1000)
+    marks = tmp_path / "queue.db"
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(source.run())
+        assert await source.connection.wait_connected(10)
+        publisher = Publisher(mosquitto.url)
+        publisher.publish_many((f"cfg/d{i}", b'{"v": %d}' % i) for i in range(20))
+        assert await wait_for(lambda: _at_least(queue, 20))
+        assert query(marks, "SELECT count(*) FROM mqtt_inflight") == [(20,)]
+        await asyncio.sleep(0.7)
+        publisher.publish_many(iter([("cfg/late", b'{"v": 99}')]))  # the next commit prunes
+        publisher.close()
+        assert await wait_for(lambda: _at_least(queue, 21))
+        task.cancel()
+    assert query(marks, "SELECT count(*) FROM mqtt_inflight") == [(1,)]
     await queue.close()
