@@ -8,7 +8,13 @@ reconnect to the broker in lock step.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Backoff:
@@ -49,3 +55,36 @@ class Backoff:
     def reset(self) -> None:
         """Start again from ``initial``: call after a successful attempt."""
         self._base = self._initial
+
+
+async def retry_until_done(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    errors: tuple[type[Exception], ...],
+    logger: logging.Logger,
+    backoff: Backoff | None = None,
+) -> T:
+    """Run `operation` until it succeeds, sleeping a jittered backoff after each failure.
+
+    For steps that must not be skipped (a commit whose data is already acknowledged
+    elsewhere, a cursor move): giving up would lose or duplicate. The failure is logged
+    when it starts, then every tenth time with the count, and once when it clears, so a
+    long outage does not flood the journal.
+    """
+    backoff = backoff if backoff is not None else Backoff(0.5, 30.0)
+    failures = 0
+    while True:
+        try:
+            result = await operation()
+        except errors as exc:
+            failures += 1
+            delay = backoff.next_delay()
+            if failures == 1 or failures % 10 == 0:
+                logger.error("%s failed (%s); retrying in %.1fs (failure %d)",
+                             what, exc, delay, failures)  # fmt: skip
+            await asyncio.sleep(delay)
+            continue
+        if failures:
+            logger.info("%s succeeded after %d failures", what, failures)
+        return result

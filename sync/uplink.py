@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sync.backoff import Backoff
+from sync.backoff import Backoff, retry_until_done
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.errors import MqttPublishError
 from sync.mqtt.message import MqttMessage
@@ -174,13 +174,12 @@ class Uplink:
 
     async def _move_cursor(self, stream: str, upto_seq: int) -> None:
         """Commit the new cursor; retried on failure, since the hub already has the batch."""
-        while True:
-            try:
-                await self.outbox.ack(stream, CONSUMER, upto_seq)
-                return
-            except Exception as exc:  # the outbox's own error type is the agent's
-                log.error("Uplink could not move the %s cursor (%s); retrying", stream, exc)
-                await asyncio.sleep(1.0)
+        await retry_until_done(
+            lambda: self.outbox.ack(stream, CONSUMER, upto_seq),
+            what=f"Moving the uplink cursor of {stream}",
+            errors=(Exception,),  # the outbox's own error type belongs to the agent
+            logger=log,
+        )
 
     async def _encode(self, batch: Batch) -> bytes:
         level = self.config.compression_level

@@ -9,11 +9,13 @@ re-publishes rather than loses. Topics come from a template with `{device_id}`,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
 from agent.config.model import MqttOutputConfig
 from agent.queue import DurableQueue, QueueError
+from sync.backoff import retry_until_done
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.errors import MqttPublishError
 from sync.outbox import StoredEvent
@@ -70,15 +72,12 @@ class MqttOutput:
 
     async def _ack(self, stream: str, upto_seq: int) -> None:
         """Move the cursor; a failed commit is retried (republishing would duplicate)."""
-        while True:
-            try:
-                await self.queue.ack(stream, self.consumer, upto_seq)
-                return
-            except QueueError as exc:
-                log.error(
-                    "Output %s could not move its cursor (%s); retrying", self.config.name, exc
-                )
-                await asyncio.sleep(1.0)
+        await retry_until_done(
+            functools.partial(self.queue.ack, stream, self.consumer, upto_seq),
+            what=f"Moving the cursor of output {self.config.name}",
+            errors=(QueueError,),
+            logger=log,
+        )
 
     async def _publish(self, event: StoredEvent) -> None:
         """Publish one event; one the broker refuses is counted and skipped, not retried."""

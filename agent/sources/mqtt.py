@@ -21,6 +21,7 @@ retained message only when it differs, so reconnects do not duplicate it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from agent.config.model import MqttSourceConfig
 from agent.queue import DEADLETTER_STREAM, DurableQueue, InflightMark, NewEvent, QueueError
 from agent.queue.transaction import WriteTx
 from agent.sources.decode import DeadLetter, decode_message, digest
-from sync.backoff import Backoff
+from sync.backoff import retry_until_done
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.message import MqttMessage
 
@@ -106,21 +107,16 @@ class MqttSource:
         return len(self._buffer) >= self._max_pending or self._buffered_bytes >= MAX_PENDING_BYTES
 
     async def _store_loop(self) -> None:
-        backoff = Backoff(0.5, 30.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
             group, self._buffer, self._buffered_bytes = self._buffer, [], 0
-            while True:
-                try:
-                    await self._store_and_ack(group)
-                    backoff.reset()
-                    break
-                except QueueError as exc:
-                    delay = backoff.next_delay()
-                    log.error("Source %s could not store %d messages (%s); retrying in %.1fs",
-                              self.config.name, len(group), exc, delay)  # fmt: skip
-                    await asyncio.sleep(delay)
+            await retry_until_done(
+                functools.partial(self._store_and_ack, group),
+                what=f"Storing {len(group)} messages of source {self.config.name}",
+                errors=(QueueError,),
+                logger=log,
+            )
             if not self._too_full():
                 self.connection.resume_reading()
 

@@ -20,6 +20,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
+from sync.backoff import retry_until_done
 from sync.failpoints import failpoint
 from sync.hub.config import HubConfig
 from sync.hub.store import CommitResult, SqliteCentralStore
@@ -161,12 +162,13 @@ class Hub:
         return done, refused
 
     async def _commit_retrying(self, batches: list[Batch]) -> list[CommitResult]:
-        while True:
-            try:
-                return await asyncio.to_thread(self.store.commit, batches)
-            except sqlite3.OperationalError as exc:
-                log.error("Central store commit failed (%s); retrying in 1s", exc)
-                await asyncio.sleep(1.0)
+        """A failing store (disk full, locked, I/O) is retried: nothing is acked meanwhile."""
+        return await retry_until_done(
+            lambda: asyncio.to_thread(self.store.commit, batches),
+            what="Central store commit",
+            errors=(sqlite3.OperationalError,),
+            logger=log,
+        )
 
     async def _ack(self, item: _Received, batch: Batch, result: CommitResult) -> None:
         self.stats.batches += 1
