@@ -131,3 +131,37 @@ async def test_redelivery_marks_are_pruned_once_their_acks_are_surely_delivered(
         task.cancel()
     assert query(marks, "SELECT count(*) FROM mqtt_inflight") == [(1,)]
     await queue.close()
+
+
+async def test_qos1_ack_only_after_commit_survives_a_full_disk(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """Disk full: nothing is acked, so the broker keeps the messages for the next run."""
+    config = parse_agent_config(CONFIG.format(url=mosquitto.url))
+    limits = {"s": StreamLimits(1 << 20, 3600.0)}
+    queue = await DurableQueue.open(tmp_path, limits, commit_interval=0.01)
+    source = MqttSource(config.sources[0], queue, "pi", 1000)
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(source.run())
+        assert await source.connection.wait_connected(10)
+        await queue.transact(lambda tx: tx._conn.execute("PRAGMA max_page_count = 1"))
+        publisher = Publisher(mosquitto.url)
+        publisher.publish_many(
+            (f"cfg/d{i}", b'{"v": %d, "pad": "%s"}' % (i, b"x" * 500)) for i in range(10)
+        )
+        publisher.close()
+        await asyncio.sleep(1.0)
+        assert queue.last_seq("s") == 0 and source.stats.received == 10
+        task.cancel()  # the agent stops while its disk is full: nothing was acknowledged
+    await queue.close()
+
+    queue = await DurableQueue.open(tmp_path, limits, commit_interval=0.01)  # space is back
+    source = MqttSource(config.sources[0], queue, "pi", 1000)
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(source.run())
+        assert await wait_for(lambda: _at_least(queue, 10))
+        await asyncio.sleep(0.5)
+        task.cancel()
+    batch = await queue.read_after("s", 0, 100, 1 << 20)
+    assert [e.topic for e in batch.events] == [f"cfg/d{i}" for i in range(10)]
+    await queue.close()
