@@ -29,6 +29,15 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM (e.g. from `timeout`) into SystemExit so every `finally` and
+    context manager stops the brokers and children this benchmark started."""
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
 MOSQUITTO = os.environ.get("EDGESTREAM_MOSQUITTO", "/usr/sbin/mosquitto")
 REPO = Path(__file__).resolve().parent.parent
 Row = Sequence[object]
