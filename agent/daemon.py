@@ -65,7 +65,8 @@ class Agent:
         consumers: dict[str, list[str]] = {name: [] for name in self.config.streams}
         consumers[DEADLETTER_STREAM] = []
         for p in self.config.pipelines:
-            consumers[p.input].append(f"pipeline:{p.name}")
+            for read in sorted(p.read()):
+                consumers[read].append(f"pipeline:{p.name}")
         for o in self.config.outputs:
             consumers[o.stream].append(f"output:{o.name}")
         for name, stream in self.config.streams.items():
@@ -79,7 +80,10 @@ class Agent:
         pending = cfg.queue.max_pending
         parts.sources = [MqttSource(s, queue, cfg.device_id, pending) for s in cfg.sources]
         parts.pipelines = [
-            PipelineRunner(compile_pipeline(p), queue, cfg.queue.read_batch) for p in cfg.pipelines
+            PipelineRunner(
+                compile_pipeline(p), queue, cfg.queue.read_batch, cfg.queue.commit_interval
+            )
+            for p in cfg.pipelines
         ]
         parts.outputs = [
             MqttOutput(o, queue, cfg.device_id, cfg.queue.read_batch) for o in cfg.outputs

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ("queue_append", "mqtt_ingest", "uplink_drain", "agent_rss")
+BENCHMARKS = ("queue_append", "mqtt_ingest", "uplink_drain", "agent_rss", "window_engine")
 TIME_LIMIT = 600.0
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from agent.cli.common import looks_like_hub_config
 from agent.config.load import load_agent_config
+from agent.pipeline.build import compile_pipeline
 from sync.hub.config import load_hub_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
@@ -24,7 +25,10 @@ def test_example_config_loads(path: Path) -> None:
     if looks_like_hub_config(path):
         assert load_hub_config(path).store.path
     else:
-        assert load_agent_config(path).streams
+        config = load_agent_config(path)
+        assert config.streams
+        for pipeline in config.pipelines:  # every step builds into a runnable operator
+            assert len(compile_pipeline(pipeline).chain.operators) == len(pipeline.steps)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

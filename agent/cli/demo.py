@@ -194,7 +194,7 @@ async def _report(agent: Agent, hub: Hub, interval: float) -> None:
         parts = agent.parts
         ingested = sum(s.stats.stored for s in parts.sources)
         dead = sum(s.stats.dead_lettered for s in parts.sources)
-        windows = sum(p.stats.windows_out for p in parts.pipelines)
+        windows = sum(p.stats.events_out for p in parts.pipelines)
         synced = parts.uplink.stats.events if parts.uplink else 0
         backlog = windows - synced
         row = (ingested, dead, windows, synced, hub.stats.events, backlog)

@@ -3,7 +3,6 @@
 from agent.config.load import load_agent_config, parse_agent_config
 from agent.config.model import (
     AgentConfig,
-    FilterStep,
     KeyConfig,
     MqttOutputConfig,
     MqttSourceConfig,
@@ -12,8 +11,8 @@ from agent.config.model import (
     QueueConfig,
     StreamConfig,
     TopicConfig,
-    WindowStep,
 )
+from agent.config.steps import FilterStep, WindowStep
 from sync.config.errors import ConfigError
 
 __all__ = [

@@ -8,13 +8,14 @@ instead of surfacing when the first matching event arrives.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from agent.config.model import AgentConfig, FilterStep, WindowStep
-from agent.pipeline.expr import ExprError, compile_expression, parse_aggregate
-from sync.config.errors import IssueKind, Problem, join_key
+from agent.config.model import AgentConfig
+from agent.config.steps import STEP_CLASSES, StepConfig
+from agent.pipeline.expr import ExprError, compile_expression, compile_predicate, parse_aggregate
+from sync.config.errors import IssueKind, Problem
 from sync.config.spec import Check, load_config, load_config_file
 
 
@@ -30,19 +31,13 @@ def parse_agent_config(
     return load_config(AgentConfig, text, source, env, checks=EXPRESSION_CHECKS)
 
 
-def _check_filter(step: FilterStep) -> list[Problem]:
-    return _problems([("expr", step.expr, compile_expression)])
-
-
-def _check_window(step: WindowStep) -> list[Problem]:
-    return _problems(_window_expressions(step))
-
-
-def _window_expressions(step: WindowStep) -> Iterator[tuple[str, str, Callable[[str], Any]]]:
-    if step.key is not None:
-        yield "key", step.key, compile_expression
-    for name, call in step.aggregates.items():
-        yield join_key("aggregates", name), call, parse_aggregate
+def _check_step(step: StepConfig) -> list[Problem]:
+    compilers = {
+        "value": compile_expression,
+        "predicate": compile_predicate,
+        "aggregate": parse_aggregate,
+    }
+    return _problems((path, text, compilers[kind]) for path, text, kind in step.expressions())
 
 
 def _problems(expressions: Iterable[tuple[str, str, Callable[[str], Any]]]) -> list[Problem]:
@@ -56,7 +51,4 @@ def _problems(expressions: Iterable[tuple[str, str, Callable[[str], Any]]]) -> l
     return problems
 
 
-EXPRESSION_CHECKS: Final[Mapping[type, Check]] = {
-    FilterStep: _check_filter,
-    WindowStep: _check_window,
-}
+EXPRESSION_CHECKS: Final[Mapping[type, Check]] = dict.fromkeys(STEP_CLASSES, _check_step)

@@ -13,8 +13,9 @@ import string
 from collections.abc import Iterator
 from typing import Annotated, ClassVar, Final, Literal
 
+from agent.config.steps import Step, streams_read, streams_written
 from sync.config.errors import IssueKind, Problem, describe, hint
-from sync.config.fields import TAGGED_BY_KEY, TAGGED_BY_TYPE, config_class, setting
+from sync.config.fields import TAGGED_BY_TYPE, config_class, setting
 from sync.config.units import Duration, Size
 from sync.mqtt.config import MqttConnectionConfig
 from sync.uplink_config import DEVICE_ID_PATTERN, UplinkConfig
@@ -201,65 +202,6 @@ class MqttSourceConfig:
 
 
 @config_class
-class FilterStep:
-    """Keeps only events for which an expression is true; write `- filter: <expression>`."""
-
-    kind: ClassVar[str] = "filter"
-    shorthand: ClassVar[str] = "expr"
-
-    expr: str = setting(
-        doc="Condition an event must meet to pass on; a missing field is null, "
-        "so the condition is false, not an error.",
-        example="temp > 30 and topic[1] != 'test'",
-    )
-
-
-@config_class
-class WindowStep:
-    """Aggregates events per time window (and per key) into one result event per window."""
-
-    kind: ClassVar[str] = "window"
-
-    type: Literal["tumbling"] = setting(
-        default="tumbling",
-        doc="Window kind; tumbling windows have a fixed size and do not overlap.",
-    )
-    size: Duration = setting(doc="Length of each window.", example="1m", minimum=0.001)
-    key: str | None = setting(
-        default=None,
-        doc="Expression whose value keeps a separate window per key; "
-        "unset uses one window for all events.",
-        example="topic[1]",
-    )
-    time: Literal["event", "ingest"] = setting(
-        default="event",
-        doc="Clock the windows follow: event uses the payload time (time_field), "
-        "ingest the arrival time.",
-    )
-    lateness: Duration = setting(
-        default=0.0, doc="How long after its end a window waits for out-of-order events."
-    )
-    idle: Duration = setting(
-        default=60.0,
-        doc="Close a window when no event arrived for this long, so a silent sensor "
-        "does not hold it open.",
-        minimum=0.001,
-    )
-    late: Literal["drop"] = setting(
-        default="drop", doc="Events arriving after their window closed are counted and dropped."
-    )
-    aggregates: dict[str, str] = setting(
-        doc="Result field name to aggregate call: count(), sum(x), avg(x), min(x), max(x), "
-        "first(x), last(x).",
-        example={"readings": "count()", "avg_temp": "avg(temp)"},
-        minimum=1,
-    )
-
-
-Step = Annotated[FilterStep | WindowStep, TAGGED_BY_KEY]
-
-
-@config_class
 class PipelineConfig:
     """Reads one stream from its own durable cursor, runs steps, appends results to another."""
 
@@ -270,14 +212,23 @@ class PipelineConfig:
     input: str = setting(doc="Stream the pipeline reads.", example="sensors")
     output: str = setting(doc="Stream the results are appended to.", example="sensors_1m")
     steps: tuple[Step, ...] = setting(
-        doc="Steps applied in order, each `filter: <expression>` or `window: {...}`; "
-        "empty copies events unchanged."
+        default=(),
+        doc="Steps applied in order, each a one-key mapping such as `filter: <expression>` "
+        "or `window: {...}` (see docs/pipelines.md); empty copies events unchanged.",
     )
 
     def check(self) -> list[Problem]:
-        if self.input == self.output:
+        if self.input in self.written():
             return [Problem("output", "must differ from input, or the pipeline feeds itself")]
         return []
+
+    def written(self) -> set[str]:
+        """Every stream the pipeline appends to: its output, routes, late streams."""
+        return {self.output} | {name for s in self.steps for _, name in streams_written(s)}
+
+    def read(self) -> set[str]:
+        """Every stream the pipeline reads: its input and joined streams."""
+        return {self.input} | {name for s in self.steps for _, name in streams_read(s)}
 
 
 @config_class
@@ -373,6 +324,7 @@ class AgentConfig:
         problems = [self._missing_stream(path, name, reads) for path, name, reads in self._refs()]
         problems += _duplicates("sources", self.sources) + _duplicates("pipelines", self.pipelines)
         problems += _duplicates("outputs", self.outputs)
+        problems.append(pipeline_cycle(self.pipelines))
         return [problem for problem in problems if problem is not None]
 
     def _refs(self) -> Iterator[tuple[str, str, bool]]:
@@ -382,6 +334,10 @@ class AgentConfig:
         for i, pipeline in enumerate(self.pipelines):
             yield f"pipelines[{i}].input", pipeline.input, True
             yield f"pipelines[{i}].output", pipeline.output, False
+            for j, step in enumerate(pipeline.steps):
+                base = f"pipelines[{i}].steps[{j}].{step.kind}"
+                yield from ((f"{base}.{path}", name, False) for path, name in streams_written(step))
+                yield from ((f"{base}.{path}", name, True) for path, name in streams_read(step))
         for i, output in enumerate(self.outputs):
             yield f"outputs[{i}].stream", output.stream, True
 
@@ -397,6 +353,38 @@ class AgentConfig:
         message = "is true but the top-level uplink section is not set"
         marked = [name for name, stream in self.streams.items() if stream.uplink]
         return [Problem(f"streams.{name}.uplink", message) for name in marked]
+
+
+def pipeline_cycle(pipelines: tuple[PipelineConfig, ...]) -> Problem | None:
+    """A cycle of pipelines feeding each other (a -> b -> a) would loop events forever.
+
+    A pipeline feeding itself is reported by `PipelineConfig.check`.
+    """
+    feeds = {
+        p.name: {q.name for q in pipelines if q is not p and p.written() & q.read()}
+        for p in pipelines
+    }
+    for start in feeds:
+        path = _path_back(feeds, start, start, [start], set())
+        if path:
+            message = "pipelines feed each other in a cycle: " + " -> ".join(path)
+            index = next(i for i, p in enumerate(pipelines) if p.name == start)
+            return Problem(f"pipelines[{index}].output", message, IssueKind.BAD_REFERENCE)
+    return None
+
+
+def _path_back(
+    feeds: dict[str, set[str]], start: str, node: str, path: list[str], seen: set[str]
+) -> list[str] | None:
+    for nxt in sorted(feeds[node]):
+        if nxt == start:
+            return [*path, start]
+        if nxt not in seen:
+            seen.add(nxt)
+            found = _path_back(feeds, start, nxt, [*path, nxt], seen)
+            if found:
+                return found
+    return None
 
 
 _BAD_STREAM_NAME: Final = (

@@ -190,6 +190,19 @@ class DurableQueue:
                 return self.last_seq(stream) > after_seq
         return True
 
+    async def wait_for_any(self, positions: dict[str, int], timeout: float) -> bool:
+        """`wait_for_data` over several streams: any one past its position wakes it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+
+        def ready() -> bool:
+            return any(self.last_seq(stream) > seq for stream, seq in positions.items())
+
+        while not ready():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or not await self._wait_change(remaining):
+                return ready()
+        return True
+
     async def load_state(self, owner: str) -> dict[str, bytes]:
         """All named state a component committed (see `WriteTx.put_state`)."""
         state: dict[str, bytes] = await self._read(reader.load_state, owner)

@@ -308,9 +308,15 @@ class _Walker:
             value = {}
         if isinstance(value, dict):
             return _ObjectBuilder(self, cls, path, None).fill(value, root, extra_keys)
-        if shorthand is None or isinstance(value, list):
+        if shorthand is None or (isinstance(value, list) and not _takes_list(cls, shorthand)):
             return self.wrong(path, "expected a mapping", value)
         return _ObjectBuilder(self, cls, path, shorthand).fill({shorthand: value}, root, ())
+
+
+def _takes_list(cls: type, shorthand: str) -> bool:
+    """Whether a class's shorthand key is a list, so `- select: [a, b]` is accepted."""
+    spec = next(s for s in fields_of(cls) if s.name == shorthand)
+    return get_origin(spec.annotation) is tuple
 
 
 class _ObjectBuilder:

@@ -16,6 +16,7 @@ from agent.config import (
     load_agent_config,
     parse_agent_config,
 )
+from agent.pipeline.expr import AGGREGATE_FUNCTIONS
 from sync.config import ConfigError, build, load_config
 from sync.hub.config import HubConfig, SqliteStoreConfig, load_hub_config
 from sync.mqtt.config import MqttConnectionConfig, TlsConfig
@@ -244,7 +245,8 @@ def test_window_expressions_are_compiled_at_load() -> None:
         "agent.yaml:30: pipelines[0].steps[1].window.key: syntax error at column 6: "
         "invalid syntax: '[' was never closed",
         "agent.yaml:32: pipelines[0].steps[1].window.aggregates.avg_temp: syntax error at "
-        "column 1: unknown aggregate 'mean' (valid: count, sum, avg, min, max, first, last)",
+        "column 1: unknown aggregate 'mean' (valid: "
+        f"{', '.join(AGGREGATE_FUNCTIONS)})",
     ]
 
 
@@ -254,7 +256,7 @@ def test_window_needs_size_and_aggregates() -> None:
         "          aggregates: {}\n",
     )
     assert agent_errors(text) == [
-        "agent.yaml:28: pipelines[0].steps[1].window.size: required key is missing",
+        "agent.yaml:28: pipelines[0].steps[1].window.size: is required for tumbling windows",
         "agent.yaml:31: pipelines[0].steps[1].window.aggregates: must not be empty",
     ]
 

@@ -82,6 +82,8 @@ class Compiler:
     def __init__(self, source: Source, clock: Clock) -> None:
         self.source = source
         self.clock = clock
+        self.reads_meta = False
+        """Whether the expression reads topic, key or times (batch evaluation skips metas)."""
         self.handlers: dict[type[ast.AST], Callable[[Any, int], Node]] = {
             ast.Constant: self.literal,
             ast.Name: self.name,
@@ -137,6 +139,7 @@ class Compiler:
         if node.id in CONSTANT_NAMES:
             return constant(CONSTANT_NAMES[node.id])
         if node.id in META_NAMES:
+            self.reads_meta = True
             return Node(META_NAMES[node.id])
         path = () if node.id == "payload" else (node.id,)
         return Node(path_getter(path), path=path)
@@ -184,6 +187,7 @@ class Compiler:
 
     def topic_index(self, index_node: ast.expr, depth: int) -> Node:
         """``topic[1]``: a constant index is resolved without an extra call."""
+        self.reads_meta = True
         index = self.compile(index_node, depth)
         if not index.constant:
             return Node(dynamic_topic_segment(index.fn))

@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.pipeline.expr.compiler import Clock, Compiler
 from agent.pipeline.expr.meta import EventMeta
-from agent.pipeline.expr.nodes import Fn, Node
+from agent.pipeline.expr.nodes import Fn, Node, PathKey
 from agent.pipeline.expr.source import parse
 from agent.pipeline.expr.values import truthy
 
@@ -23,16 +23,22 @@ class Expression:
 
     text: str
     fn: Fn
+    reads_meta: bool = True
+    """False when only the payload is read: batch evaluation then builds no EventMeta."""
+    path: tuple[PathKey, ...] | None = None
+    """Set when the expression is a plain field path: batch evaluation inlines the lookup."""
 
     def evaluate(self, payload: Any, meta: EventMeta) -> Any:
         """The expression's value for one event; never raises."""
         return self.fn(payload, meta)
 
 
-def compile_node(text: str, clock: Clock) -> Node:
-    """Parse and compile ``text`` into a node; raises ExprError."""
+def compile_node(text: str, clock: Clock) -> tuple[Node, bool]:
+    """Parse and compile ``text`` into a node and whether it reads metadata; raises ExprError."""
     source = parse(text)
-    return Compiler(source, clock).compile(source.tree)
+    compiler = Compiler(source, clock)
+    node = compiler.compile(source.tree)
+    return node, compiler.reads_meta
 
 
 def compile_expression(text: str, *, clock: Clock = time.time) -> Expression:
@@ -40,7 +46,8 @@ def compile_expression(text: str, *, clock: Clock = time.time) -> Expression:
 
     ``clock`` is what ``now()`` reads, injectable so tests need no sleeping.
     """
-    return Expression(text, compile_node(text, clock).fn)
+    node, reads_meta = compile_node(text, clock)
+    return Expression(text, node.fn, reads_meta, node.path)
 
 
 def compile_predicate(text: str, *, clock: Clock = time.time) -> Expression:
@@ -49,16 +56,16 @@ def compile_predicate(text: str, *, clock: Clock = time.time) -> Expression:
     Comparisons and boolean operators already yield bools, so they are used
     as they are; only other expressions pay for a coercion wrapper.
     """
-    node = compile_node(text, clock)
+    node, reads_meta = compile_node(text, clock)
     if node.boolean:
-        return Expression(text, node.fn)
+        return Expression(text, node.fn, reads_meta)
     if node.constant:
         verdict = truthy(node.value)
-        return Expression(text, lambda payload, meta: verdict)
+        return Expression(text, lambda payload, meta: verdict, reads_meta=False)
     inner = node.fn
 
     def predicate(payload: Any, meta: EventMeta) -> bool:
         found = inner(payload, meta)
         return found is not None and bool(found)
 
-    return Expression(text, predicate)
+    return Expression(text, predicate, reads_meta)

@@ -1,0 +1,1 @@
+"""Stateless and edge pipeline steps, one module per step kind."""
