@@ -126,8 +126,11 @@ class Sum:
         return 0
 
     def fold(self, state: float, values: list[Any], times: list[float] | None) -> float:
-        total = safe_total(sequential_sum(values, state))
-        return state if total is None else total
+        total = sequential_sum(values, state)
+        if type(total) is float and total - total == 0.0:  # the usual case, checked inline
+            return total
+        checked = safe_total(total)
+        return state if checked is None else checked
 
     def result(self, state: float) -> float:
         return state
@@ -143,20 +146,19 @@ class Avg:
         return [0.0, 0]
 
     def fold(self, state: list[float], values: list[Any], times: list[float] | None) -> list[float]:
-        total = safe_total(float(sequential_sum(values, state[0])))
-        if total is not None:
-            state[0], state[1] = total, state[1] + len(values)
+        total = float(sequential_sum(values, state[0]))
+        if total - total == 0.0:  # finite: an overflow to inf skips these values
+            state[0] = total
+            state[1] += len(values)
         return state
 
     def result(self, state: list[float]) -> float | None:
         return state[0] / state[1] if state[1] else None
 
 
-@dataclass(frozen=True, slots=True)
-class Extreme:
-    """Minimum or maximum of the numeric values; null for a window without any."""
+class Min:
+    """Minimum of the numeric values; null for a window without any."""
 
-    keep_larger: bool
     numeric = True
     needs_time = False
 
@@ -164,11 +166,25 @@ class Extreme:
         return None
 
     def fold(self, state: float | None, values: list[Any], times: list[float] | None) -> Any:
-        if self.keep_larger:
-            best = max(values)
-            return best if state is None or best > state else state
         best = min(values)
         return best if state is None or best < state else state
+
+    def result(self, state: float | None) -> float | None:
+        return state
+
+
+class Max:
+    """Maximum of the numeric values; null for a window without any."""
+
+    numeric = True
+    needs_time = False
+
+    def initial(self) -> float | None:
+        return None
+
+    def fold(self, state: float | None, values: list[Any], times: list[float] | None) -> Any:
+        best = max(values)
+        return best if state is None or best > state else state
 
     def result(self, state: float | None) -> float | None:
         return state
@@ -307,8 +323,8 @@ AGGREGATES: dict[str, Aggregate] = {
     "count": Count(),
     "sum": Sum(),
     "avg": Avg(),
-    "min": Extreme(keep_larger=False),
-    "max": Extreme(keep_larger=True),
+    "min": Min(),
+    "max": Max(),
     "first": First(),
     "last": Last(),
     "stddev": Spread(ddof=1, root=True),

@@ -17,7 +17,7 @@ from operator import ge, gt, le, lt
 from typing import Any
 
 from agent.pipeline.expr.meta import EventMeta
-from agent.pipeline.expr.nodes import Fn, Node, fold
+from agent.pipeline.expr.nodes import FieldTest, Fn, Node, fold
 from agent.pipeline.expr.paths import non_object_root
 from agent.pipeline.expr.values import (
     contains,
@@ -64,7 +64,8 @@ def compare(operators: Sequence[Operator], operands: Sequence[Node]) -> Node:
     if left.constant and operator in _MIRRORED:
         operator, left, right = _MIRRORED[operator], right, left
     if right.constant:
-        return Node(_against_constant(operator, left, right.value), boolean=True)
+        fn = _against_constant(operator, left, right.value)
+        return Node(fn, boolean=True, field_test=_field_test(operator, left, right.value))
     return Node(_pair(operator, left.fn, right.fn), boolean=True)
 
 
@@ -106,6 +107,14 @@ def _against_constant(operator: Operator, left: Node, value: Any) -> Fn:
     if operator in (equal, not_equal):
         return _typed_equality(left.fn, value, operator is equal)
     return _typed_ordering(left.fn, _NATIVE[operator], value)
+
+
+def _field_test(operator: Operator, left: Node, value: Any) -> FieldTest | None:
+    """Describe a fused comparison so batch evaluation can inline it (same semantics)."""
+    fused = operator in _FUSED and _fusable(operator, value)
+    if not fused or left.path is None or len(left.path) != 1 or type(left.path[0]) is not str:
+        return None
+    return (left.path[0], _FIELD_TEST_NAMES[operator], value)
 
 
 def _fusable(operator: Operator, value: Any) -> bool:
@@ -284,6 +293,15 @@ _NATIVE: dict[Operator, Operator] = {
     less_equal: le,
 }
 """The builtin comparisons the typed closures call once the types are known."""
+
+_FIELD_TEST_NAMES: dict[Operator, str] = {
+    greater: "gt",
+    greater_equal: "ge",
+    less: "lt",
+    less_equal: "le",
+    equal: "eq",
+    not_equal: "ne",
+}
 
 _FUSED: dict[Operator, Callable[[str, Fn, Any], Fn]] = {
     greater: _fused_greater,

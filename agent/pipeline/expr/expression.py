@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.pipeline.expr.compiler import Clock, Compiler
 from agent.pipeline.expr.meta import EventMeta
-from agent.pipeline.expr.nodes import Fn, Node, PathKey
+from agent.pipeline.expr.nodes import FieldTest, Fn, Node, PathKey
 from agent.pipeline.expr.source import parse
 from agent.pipeline.expr.values import truthy
 
@@ -27,6 +27,8 @@ class Expression:
     """False when only the payload is read: batch evaluation then builds no EventMeta."""
     path: tuple[PathKey, ...] | None = None
     """Set when the expression is a plain field path: batch evaluation inlines the lookup."""
+    field_test: FieldTest | None = None
+    """Set for ``field <op> constant``: batch evaluation inlines the comparison."""
 
     def evaluate(self, payload: Any, meta: EventMeta) -> Any:
         """The expression's value for one event; never raises."""
@@ -47,7 +49,7 @@ def compile_expression(text: str, *, clock: Clock = time.time) -> Expression:
     ``clock`` is what ``now()`` reads, injectable so tests need no sleeping.
     """
     node, reads_meta = compile_node(text, clock)
-    return Expression(text, node.fn, reads_meta, node.path)
+    return Expression(text, node.fn, reads_meta, node.path, node.field_test)
 
 
 def compile_predicate(text: str, *, clock: Clock = time.time) -> Expression:
@@ -58,7 +60,7 @@ def compile_predicate(text: str, *, clock: Clock = time.time) -> Expression:
     """
     node, reads_meta = compile_node(text, clock)
     if node.boolean:
-        return Expression(text, node.fn, reads_meta)
+        return Expression(text, node.fn, reads_meta, node.path, node.field_test)
     if node.constant:
         verdict = truthy(node.value)
         return Expression(text, lambda payload, meta: verdict, reads_meta=False)

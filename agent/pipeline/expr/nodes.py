@@ -30,6 +30,12 @@ class Node:
     value: Any = None
     path: tuple[PathKey, ...] | None = None
     boolean: bool = False
+    field_test: FieldTest | None = None
+
+
+FieldTest = tuple[str, str, Any]
+"""``(field, operator, constant)`` of a fused ``field <op> constant`` comparison, with
+operator one of gt ge lt le eq ne: lets a whole batch be compared in one comprehension."""
 
 
 def constant(value: Any) -> Node:

@@ -17,8 +17,8 @@ class Filter(Operator):
         self.predicate = compile_predicate(step.expr)
 
     def process(self, batch: Batch, side: SideOutputs) -> Batch:
-        mask = column(self.predicate, batch)
-        kept = batch.select(mask)
-        if len(kept) != len(batch):
-            self.count("dropped", len(batch) - len(kept))
+        kept = batch.select(column(self.predicate, batch))
+        dropped = len(batch.payloads) - len(kept.payloads)
+        if dropped:
+            self.count("dropped", dropped)
         return kept

@@ -79,23 +79,36 @@ class AggregateSet:
         """Fold the events at ``indices`` of the batch into ``states``, in place."""
         gathered: dict[int, list[Any]] = {}
         for i, function, slot, needs_time in self._plan:
-            if slot is None:
-                states[i] = function.fold(states[i], indices, _times(indices, columns, needs_time))
-                continue
-            col = columns.values[slot]
-            assert col is not None
-            if needs_time:
-                present = [j for j in indices if col[j] is not None]
-                if present:
-                    times = columns.times
-                    values = [col[j] for j in present]
-                    states[i] = function.fold(states[i], values, [times[j] for j in present])
-                continue
-            values = gathered.get(slot)  # type: ignore[assignment]
-            if values is None:
-                values = gathered[slot] = [v for j in indices if (v := col[j]) is not None]
-            if values:
-                states[i] = function.fold(states[i], values, None)
+            if slot is None:  # count(): one item per event
+                times = [columns.times[j] for j in indices] if needs_time else None
+                states[i] = function.fold(states[i], indices, times)
+            elif needs_time:
+                self._fold_timed(states, i, function, columns, slot, indices)
+            else:
+                values = gathered.get(slot)
+                if values is None:
+                    col = columns.values[slot]
+                    assert col is not None
+                    values = gathered[slot] = [v for j in indices if (v := col[j]) is not None]
+                if values:
+                    states[i] = function.fold(states[i], values, None)
+
+    @staticmethod
+    def _fold_timed(
+        states: list[Any],
+        i: int,
+        function: Aggregate,
+        columns: Columns,
+        slot: int,
+        indices: list[int],
+    ) -> None:
+        col = columns.values[slot]
+        assert col is not None
+        present = [j for j in indices if col[j] is not None]
+        if present:
+            times = columns.times
+            values = [col[j] for j in present]
+            states[i] = function.fold(states[i], values, [times[j] for j in present])
 
     def results(self, states: list[Any]) -> dict[str, Any]:
         """The output fields of a closed window."""
@@ -103,10 +116,3 @@ class AggregateSet:
             spec.name: spec.function.result(state)
             for spec, state in zip(self.specs, states, strict=True)
         }
-
-
-def _times(indices: list[int], columns: Columns, needs_time: bool) -> list[float] | None:
-    if not needs_time:
-        return None
-    times = columns.times
-    return [times[j] for j in indices]

@@ -64,9 +64,7 @@ class KeyActivity:
 
     def touch(self, keys: list[str | None], now: float) -> None:
         """Mark the keys of a batch as active."""
-        last_seen = self.last_seen
-        for key in set(keys):
-            last_seen[key] = now
+        self.last_seen.update(dict.fromkeys(keys, now))
 
     def silent(self, now: float, idle: float) -> set[str | None]:
         """Keys without an event for at least ``idle`` seconds."""

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from agent.pipeline.batch import Batch
+from agent.pipeline.columns import key_column
 from agent.pipeline.operator import Operator, SideOutputs
 from agent.pipeline.windows.aggregation import Columns
 from agent.pipeline.windows.common import KeyActivity, WindowSettings, result_event, send_late
@@ -53,16 +54,20 @@ class TimeWindow(Operator):
 
     def process(self, batch: Batch, side: SideOutputs) -> Batch:
         """Assign each event to its windows, closing those the watermark passes."""
-        if not len(batch):
+        if not batch.payloads:
             return batch
         settings = self.settings
-        keys, times = settings.keys(batch), settings.times(batch)
+        keys = batch.keys if settings.key is None else key_column(settings.key, batch)
+        times = batch.ingest if settings.use_ingest_time else batch.times
         self.activity.touch(keys, time.monotonic())
         columns = settings.aggregates.columns(batch)
-        out, late = Batch.empty(), list[int]()
+        out = Batch.empty()
+        late: list[int] = []
         pending: dict[WindowId, list[int]] = {}
         if self.slide is None:
-            self._tumble(keys, times, columns, pending, late, out)
+            single = len(times) == 1  # a trickle: the per-event loop is cheaper then
+            if single or not self._group_if_nothing_closes(keys, times, pending):
+                self._tumble(keys, times, columns, pending, late, out)
         else:
             self._hop(keys, times, columns, pending, late, out)
         self._fold(pending, columns)
@@ -71,6 +76,59 @@ class TimeWindow(Operator):
             self.count("late", len(late))
             send_late(settings, batch, late, side)
         return out
+
+    def _group_if_nothing_closes(
+        self, keys: list[str | None], times: list[float], pending: dict[WindowId, list[int]]
+    ) -> bool:
+        """The common case in one pass: no window closes and no event is late.
+
+        When both the watermark and the largest mark of the batch stay below the end of
+        every window the batch touches (open or new), the watermark passes no end during
+        the batch: nothing closes and, since an event is late only when its window's end
+        is at or below the watermark, nothing is late. Then assigning is plain grouping, done
+        without the per-event watermark bookkeeping. Otherwise returns False untouched.
+        """
+        size, lateness = self.size, self.settings.lateness
+        if self.closed_until:
+            return False
+        first, last = min(times), max(times)
+        start = first - first % size
+        if last - last % size == start:  # the whole batch is in one window per key
+            if max(last - lateness, self.watermark) >= min(self._next_end, start + size):
+                return False
+            by_key: dict[str | None, list[int]] = {}
+            for i, key in enumerate(keys):
+                group = by_key.get(key)
+                if group is None:
+                    by_key[key] = [i]
+                else:
+                    group.append(i)
+            self._add_groups({(key, start): group for key, group in by_key.items()}, pending)
+        else:
+            starts = [ts - ts % size for ts in times]
+            if max(last - lateness, self.watermark) >= min(self._next_end, min(starts) + size):
+                return False
+            grouped: dict[WindowId, list[int]] = {}
+            for i, window in enumerate(zip(keys, starts, strict=True)):
+                group = grouped.get(window)
+                if group is None:
+                    grouped[window] = [i]
+                else:
+                    group.append(i)
+            self._add_groups(grouped, pending)
+        self.watermark = max(self.watermark, last - lateness)
+        return True
+
+    def _add_groups(
+        self, groups: dict[WindowId, list[int]], pending: dict[WindowId, list[int]]
+    ) -> None:
+        """Open the windows the groups need (pending is empty on this path)."""
+        open_, new_states, size = self.open, self.settings.aggregates.new_states, self.size
+        for window in groups:
+            if window not in open_:
+                open_[window] = new_states()
+                self._next_end = min(self._next_end, window[1] + size)
+        pending.update(groups)
 
     def _tumble(
         self,
