@@ -316,7 +316,8 @@ def fill_template(directory: str, count: int) -> None:
 
 
 async def drain_queue(directory: Path, batch: int) -> tuple[float, list[Any]]:
-    """Time PipelineRunner.step_once until the input is drained; then collect results."""
+    """Time the runner's own loop (`run`, commits pipelined) until its committed cursor
+    reaches the end of the input; then collect the results."""
     import orjson
 
     from agent.pipeline.operator import SideOutputs
@@ -325,11 +326,16 @@ async def drain_queue(directory: Path, batch: int) -> tuple[float, list[Any]]:
     queue = await open_queue(directory)
     try:
         runner = PipelineRunner(compile_bench_pipeline(), queue, batch)
-        await runner.restore()
+        end = queue.last_seq("in")
         start = time.perf_counter()
-        while await runner.step_once():
-            pass
+        task = asyncio.ensure_future(runner.run())
+        while True:  # the committed cursor, polled: what a restart would resume from
+            if await queue.cursor("in", runner.consumer) >= end:
+                break
+            await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - start
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         results: list[Any] = []
         position = 0
         while True:

@@ -24,6 +24,7 @@ from itertools import compress
 from typing import Any
 
 import orjson
+from orjson import JSONDecodeError, loads
 
 from agent.pipeline.expr import EventMeta
 from agent.queue import NewEvent
@@ -92,14 +93,18 @@ class Batch:
         ``to_number(value)`` work on them. Bytes that are not UTF-8 read as null.
         """
         raw = [e.payload for e in events]
+        try:
+            payloads = [loads(p) for p in raw]  # the usual case: every payload is JSON
+        except JSONDecodeError:
+            payloads = [_decode(p) for p in raw]
         return cls(
-            [_decode(p) for p in raw],
+            payloads,
             [e.event_time for e in events],
             [e.ingest_time for e in events],
             [e.key for e in events],
             [e.topic for e in events],
             list(raw),
-            [_headers_text(e.headers) for e in events],
+            [None if e.headers is None else _headers_text(e.headers) for e in events],
         )
 
     def select(self, mask: Iterable[Any]) -> Batch:
