@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 
 import orjson
+import pytest
 
 from agent.config.load import parse_agent_config
 from agent.outputs.mqtt import MqttOutput
 from agent.pipeline.aggregates import AGGREGATES, finite_number
 from agent.queue import NewEvent
 from agent.sources.decode import DeadLetter, decode_message
+from sync.config import ConfigError
 from sync.mqtt.message import MqttMessage
 from sync.outbox import StoredEvent
 
@@ -80,3 +82,19 @@ def test_aggregates_stay_finite_and_serialisable() -> None:
     assert total.result(s) > 1e308 / 2
     assert mean.result(a) is not None
     assert high.result(m) == 1e308
+
+
+def test_output_topics_can_use_payload_fields() -> None:
+    text = CONFIG.replace("x/{key}/{topic}", "x/{key}/{payload.sensor}/{payload.env.site}")
+    assert "{payload.sensor}" in text
+    output = MqttOutput(parse_agent_config(text).outputs[0], None, "pi", 10)  # type: ignore[arg-type]
+    body = orjson.dumps({"sensor": "t/#1", "env": {"site": True}})
+    assert output.topic_for(StoredEvent(1, 1.0, 1.0, "k", None, body)) == "x/k/t__1/true"
+    assert output.topic_for(StoredEvent(2, 1.0, 1.0, "k", None, b"[1]")) == "x/k/_/_"
+    assert output.topic_for(StoredEvent(3, 1.0, 1.0, "k", None, b"not json")) == "x/k/_/_"
+
+
+def test_unknown_topic_placeholders_are_refused() -> None:
+    for bad in ("{payload}", "{payload.}", "{sensor}"):
+        with pytest.raises(ConfigError, match="unknown placeholder"):
+            parse_agent_config(CONFIG.replace("x/{key}/{topic}", f"x/{bad}"))

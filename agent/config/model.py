@@ -245,8 +245,9 @@ class MqttOutputConfig:
     broker: MqttConnectionConfig = setting(doc="Broker to publish to.")
     topic: str = setting(
         default="edgestream/{device_id}/{stream}/{key}",
-        doc="Topic of each message; {device_id}, {stream}, {key} and {topic} (the event's "
-        "original topic) are filled in per event, a missing key or topic as `_`.",
+        doc="Topic of each message; {device_id}, {stream}, {key}, {topic} (the event's "
+        "original topic) and {payload.<field>} (a payload field, dotted path) are filled in "
+        "per event, a missing value as `_`.",
     )
     qos: int = setting(
         default=1,
@@ -263,15 +264,21 @@ class MqttOutputConfig:
             }
         except ValueError as exc:
             return [Problem("topic", f"bad topic template: {exc}", IssueKind.WRONG_TYPE)]
-        unknown = sorted(names - TOPIC_PLACEHOLDERS)
+        unknown = sorted(n for n in names - TOPIC_PLACEHOLDERS if not _payload_field(n))
         if not unknown:
             return []
-        allowed = "{device_id}, {stream}, {key} or {topic}"
+        allowed = "{device_id}, {stream}, {key}, {topic} or {payload.<field>}"
         message = f"unknown placeholder {{{unknown[0]}}} (use {allowed})"
         return [Problem("topic", message, IssueKind.WRONG_TYPE)]
 
 
 TOPIC_PLACEHOLDERS: Final = frozenset({"device_id", "stream", "key", "topic"})
+
+
+def _payload_field(placeholder: str) -> bool:
+    """``payload.sensor`` or ``payload.env.site``: a dotted path into the payload."""
+    parts = placeholder.split(".")
+    return len(parts) > 1 and parts[0] == "payload" and all(p.isidentifier() for p in parts[1:])
 
 
 Source = Annotated[MqttSourceConfig, TAGGED_BY_TYPE]

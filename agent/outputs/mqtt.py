@@ -12,6 +12,9 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from agent.config.model import MqttOutputConfig
 from agent.queue import DurableQueue, QueueError
@@ -43,6 +46,7 @@ class MqttOutput:
         self.read_batch = read_batch
         self.stats = OutputStats()
         self.consumer = f"output:{config.name}"
+        self._reads_payload = "{payload." in config.topic
         self.connection = MqttConnection(
             config.broker,
             client_id=config.broker.client_id or f"edgestream-{device_id}-out-{config.name}",
@@ -90,19 +94,45 @@ class MqttOutput:
             log.warning("Output %s skipped event %d: %s", self.config.name, event.seq, exc)
 
     def topic_for(self, event: StoredEvent) -> str:
-        """Fill the topic template; a missing key or topic becomes `_`.
+        """Fill the topic template; a missing key, topic or payload field becomes `_`.
 
         Values are made safe for a topic name: the wildcards `+` and `#` and NUL become
-        `_` in every value, and `/` too in the key (a key is one topic level).
+        `_` in every value, and `/` too in the key and payload fields (each is one level).
         """
-        return self.config.topic.format_map(
-            {
-                "device_id": _level(self.device_id),
-                "stream": _level(self.config.stream),
-                "key": _level(event.key or "_"),
-                "topic": _safe(event.topic or "_"),
-            }
-        )
+        values: dict[str, str | PayloadField] = {
+            "device_id": _level(self.device_id),
+            "stream": _level(self.config.stream),
+            "key": _level(event.key or "_"),
+            "topic": _safe(event.topic or "_"),
+        }
+        if self._reads_payload:
+            values["payload"] = PayloadField(_decoded(event.payload))
+        return self.config.topic.format_map(values)
+
+
+class PayloadField:
+    """A payload value reachable as ``{payload.a.b}`` in a topic template."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __getattr__(self, name: str) -> PayloadField:
+        value = self._value
+        return PayloadField(value.get(name) if type(value) is dict else None)
+
+    def __format__(self, spec: str) -> str:
+        value = self._value
+        if value is None or type(value) in (dict, list):
+            return "_"
+        text = ("true" if value else "false") if type(value) is bool else str(value)
+        return _level(text)
+
+
+def _decoded(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
 
 
 _UNSAFE = str.maketrans({"+": "_", "#": "_", "\0": "_"})
