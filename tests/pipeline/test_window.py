@@ -143,3 +143,20 @@ async def test_runner_commits_outputs_state_and_cursor_together(tmp_path: Path) 
     assert list(window_of(again.pipeline).open) == [("a", 20.0)]
     assert not await again.step_once()
     await queue.close()
+
+
+def test_non_finite_times_are_dropped_and_counted() -> None:
+    """A NaN or infinite time cannot be placed in a window; the state stays restorable."""
+    compiled = pipeline()
+    window = window_of(compiled)
+    bodies = [{"device": "a", "value": 20.0, "ts": t} for t in (5.0, 6.0)]
+    events = [stored(i + 1, b) for i, b in enumerate(bodies)]
+    batch = Batch.of_stored(events)
+    batch.times = [float("nan"), 5.0]
+    compiled.chain.process(batch, SideOutputs())
+    batch = Batch.of_stored(events)
+    batch.times = [float("inf"), 7.0]
+    compiled.chain.process(batch, SideOutputs())
+    assert window.counters["bad_time"] == 2
+    assert list(window.open) == [("a", 0.0)] and window.watermark == 7.0
+    window_of(pipeline()).restore(orjson.loads(orjson.dumps(window.snapshot())))

@@ -129,7 +129,10 @@ class Pending:
 
     def _rows(self, indices: list[int]) -> list[Row]:
         times, base = self.columns.times, self.base
-        slots = [[col[j] for j in indices] for col in self.columns.values if col is not None]
+        slots = [
+            [None] * len(indices) if col is None else [col[j] for j in indices]
+            for col in self.columns.values
+        ]
         arrivals = [base + j for j in indices]
         return list(map(list, zip(arrivals, [times[j] for j in indices], *slots, strict=True)))
 
@@ -280,7 +283,8 @@ class SessionWindow(Operator):
         target, others = near[0], near[1:]
         target.first = min(s.first for s in near)
         target.last = max(s.last for s in near)
-        target.rows = list(heapq.merge(*(s.rows or [] for s in near), key=_ARRIVAL))
+        if target.rows is not None:
+            target.rows = list(heapq.merge(*(s.rows or [] for s in near), key=_ARRIVAL))
         for other in others:
             other.closed = True
             self.open[key].remove(other)
@@ -328,6 +332,9 @@ class SessionWindow(Operator):
         while ends and ends[0][0] <= mark:
             _, _, key, session = heapq.heappop(ends)
             if session.closed:
+                continue
+            if session.last + self.gap > mark:
+                self._push(key, session)
                 continue
             closing.append((key, session))
             sessions = self.open[key]

@@ -59,6 +59,9 @@ class TimeWindow(Operator):
         settings = self.settings
         keys = batch.keys if settings.key is None else key_column(settings.key, batch)
         times = batch.ingest if settings.use_ingest_time else batch.times
+        total = sum(times)
+        if total - total != 0.0 and not all(math.isfinite(t) for t in times):
+            return self.process(self._drop_bad_times(batch, times), side)
         self.activity.touch(keys, time.monotonic())
         columns = settings.aggregates.columns(batch)
         out = Batch.empty()
@@ -76,6 +79,12 @@ class TimeWindow(Operator):
             self.count("late", len(late))
             send_late(settings, batch, late, side)
         return out
+
+    def _drop_bad_times(self, batch: Batch, times: list[float]) -> Batch:
+        """Events whose time is NaN or infinite cannot be placed: dropped, counted."""
+        good = [math.isfinite(t) for t in times]
+        self.count("bad_time", good.count(False))
+        return batch.select(good)
 
     def _group_if_nothing_closes(
         self, keys: list[str | None], times: list[float], pending: dict[WindowId, list[int]]
