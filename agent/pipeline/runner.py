@@ -32,6 +32,7 @@ from agent.pipeline.build import CompiledPipeline
 from agent.pipeline.operator import SideOutputs
 from agent.queue import DEADLETTER_STREAM, DurableQueue, NewEvent, QueueError
 from agent.queue.transaction import WriteTx
+from sync.outbox import OutboxBatch
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class PipelineRunner:
         self.positions: dict[str, int] = {}
         self._last_idle_check = time.monotonic()
         self._careful_until = 0
+        self._read_ahead: tuple[int, asyncio.Future[OutboxBatch]] | None = None
 
     @property
     def position(self) -> int:
@@ -99,6 +101,9 @@ class PipelineRunner:
 
     async def restore(self) -> None:
         """Load the committed cursors and step snapshots."""
+        if self._read_ahead is not None:
+            self._read_ahead[1].cancel()
+            self._read_ahead = None
         streams = [self.input] + [stream for _, stream in self.pipeline.side_inputs]
         self.positions = {s: await self.queue.cursor(s, self.consumer) for s in streams}
         state = await self.queue.load_state(self.consumer)
@@ -125,6 +130,14 @@ class PipelineRunner:
         later one that skips its outputs; after a failure everything in memory is
         thrown away and the committed state is reloaded.
         """
+        try:
+            await self._run_slices()
+        finally:
+            if self._read_ahead is not None:
+                self._read_ahead[1].cancel()
+                self._read_ahead = None
+
+    async def _run_slices(self) -> None:
         await self.restore()
         inflight: asyncio.Task[None] | None = None
         while True:
@@ -208,12 +221,30 @@ class PipelineRunner:
         return reads
 
     async def _read(self, stream: str) -> tuple[Batch, int] | None:
-        batch = await self.queue.read_after(
-            stream, self.positions[stream], self.read_batch, MAX_BATCH_BYTES
-        )
-        if batch.empty:
+        """The next batch of a stream; the main input's next one is read ahead.
+
+        Reads run on the queue's reader thread. While this batch goes through the
+        chain, the read of the following one is already under way, so reading and
+        processing overlap instead of taking turns.
+        """
+        position = self.positions[stream]
+        ahead = self._read_ahead
+        self._read_ahead = None
+        if ahead is not None and ahead[0] == position:
+            read = await ahead[1]
+        else:
+            if ahead is not None:
+                ahead[1].cancel()
+            read = await self._read_from(stream, position)
+        if read.empty:
             return None
-        return Batch.of_stored(batch.events), batch.upto_seq
+        if stream == self.input and len(read.events) >= self.read_batch:
+            task = asyncio.ensure_future(self._read_from(stream, read.upto_seq))
+            self._read_ahead = (read.upto_seq, task)
+        return Batch.of_stored(read.events), read.upto_seq
+
+    async def _read_from(self, stream: str, position: int) -> OutboxBatch:
+        return await self.queue.read_after(stream, position, self.read_batch, MAX_BATCH_BYTES)
 
     async def _process(
         self, batch: Batch, side: SideOutputs, dead: list[NewEvent], upto: int
