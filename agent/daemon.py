@@ -14,12 +14,15 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config.model import AgentConfig
+from agent.config.model import AgentConfig, MqttSourceConfig
+from agent.config.sensors import SimulatedSourceConfig
 from agent.outputs.mqtt import MqttOutput
 from agent.pipeline.build import compile_pipeline
 from agent.pipeline.runner import PipelineRunner
 from agent.queue import DEADLETTER_STREAM, DurableQueue, StreamLimits
 from agent.sources.mqtt import MqttSource
+from agent.sources.polling import PollingSource
+from agent.sources.simulated import SimulatedSignals
 from sync.uplink import CONSUMER as UPLINK_CONSUMER
 from sync.uplink import Uplink
 
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 class Components:
     """The running parts of one agent, built from its config."""
 
-    sources: list[MqttSource] = field(default_factory=list)
+    sources: list[MqttSource | PollingSource] = field(default_factory=list)
     pipelines: list[PipelineRunner] = field(default_factory=list)
     outputs: list[MqttOutput] = field(default_factory=list)
     uplink: Uplink | None = None
@@ -74,11 +77,21 @@ class Agent:
                 consumers[name].append(UPLINK_CONSUMER)
         return consumers
 
+    def _source(
+        self, config: MqttSourceConfig | SimulatedSourceConfig, queue: DurableQueue
+    ) -> MqttSource | PollingSource:
+        """The running source of one configured source, by kind."""
+        if isinstance(config, MqttSourceConfig):
+            return MqttSource(config, queue, self.config.device_id, self.config.queue.max_pending)
+        signals = SimulatedSignals(config)
+        return PollingSource(
+            config.name, config.stream, config.interval, config.tags, queue, signals.read
+        )
+
     def _build(self, queue: DurableQueue) -> Components:
         cfg = self.config
         parts = Components()
-        pending = cfg.queue.max_pending
-        parts.sources = [MqttSource(s, queue, cfg.device_id, pending) for s in cfg.sources]
+        parts.sources = [self._source(s, queue) for s in cfg.sources]
         parts.pipelines = [
             PipelineRunner(
                 compile_pipeline(p), queue, cfg.queue.read_batch, cfg.queue.commit_interval
@@ -96,7 +109,7 @@ class Agent:
     def _coroutines(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         p = self.parts
         runs: list[tuple[str, Coroutine[Any, Any, None]]] = []
-        runs += [(f"src.{s.config.name}", s.run()) for s in p.sources]
+        runs += [(f"src.{s.name}", s.run()) for s in p.sources]
         runs += [(f"pipeline.{r.name}", r.run()) for r in p.pipelines]
         runs += [(f"out.{o.config.name}", o.run()) for o in p.outputs]
         if p.uplink is not None:

@@ -193,7 +193,7 @@ async def _report(agent: Agent, hub: Hub, interval: float) -> None:
         await asyncio.sleep(interval)
         parts = agent.parts
         ingested = sum(s.stats.stored for s in parts.sources)
-        dead = sum(s.stats.dead_lettered for s in parts.sources)
+        dead = sum(getattr(s.stats, "dead_lettered", 0) for s in parts.sources)
         windows = sum(p.stats.events_out for p in parts.pipelines)
         synced = parts.uplink.stats.events if parts.uplink else 0
         backlog = windows - synced

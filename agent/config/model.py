@@ -13,6 +13,7 @@ import string
 from collections.abc import Iterator
 from typing import Annotated, ClassVar, Final, Literal
 
+from agent.config.sensors import SimulatedSourceConfig
 from agent.config.steps import Step, streams_read, streams_written
 from sync.config.errors import IssueKind, Problem, describe, hint
 from sync.config.fields import TAGGED_BY_TYPE, config_class, setting
@@ -281,7 +282,7 @@ def _payload_field(placeholder: str) -> bool:
     return len(parts) > 1 and parts[0] == "payload" and all(p.isidentifier() for p in parts[1:])
 
 
-Source = Annotated[MqttSourceConfig, TAGGED_BY_TYPE]
+Source = Annotated[MqttSourceConfig | SimulatedSourceConfig, TAGGED_BY_TYPE]
 Output = Annotated[MqttOutputConfig, TAGGED_BY_TYPE]
 
 
@@ -400,7 +401,8 @@ _BAD_STREAM_NAME: Final = (
 
 
 def _duplicates(
-    section: str, items: tuple[MqttSourceConfig | PipelineConfig | MqttOutputConfig, ...]
+    section: str,
+    items: tuple[MqttSourceConfig | SimulatedSourceConfig | PipelineConfig | MqttOutputConfig, ...],
 ) -> list[Problem | None]:
     first: dict[str, int] = {}
     problems: list[Problem | None] = []

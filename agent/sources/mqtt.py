@@ -83,6 +83,11 @@ class MqttSource:
             max_inflight=1000,
         )
 
+    @property
+    def name(self) -> str:
+        """The configured source name (task names, logs)."""
+        return self.config.name
+
     async def run(self) -> None:
         """Connect and store messages until cancelled."""
         self._retained = await self.queue.load_state(self._retained_owner)
