@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.model import AgentConfig, MqttSourceConfig
-from agent.config.sensors import SimulatedSourceConfig
 from agent.outputs.mqtt import MqttOutput
 from agent.pipeline.build import compile_pipeline
 from agent.pipeline.runner import PipelineRunner
 from agent.queue import DEADLETTER_STREAM, DurableQueue, StreamLimits
+from agent.sources.local import PolledConfig, polling_source
 from agent.sources.mqtt import MqttSource
 from agent.sources.polling import PollingSource
-from agent.sources.simulated import SimulatedSignals
 from sync.uplink import CONSUMER as UPLINK_CONSUMER
 from sync.uplink import Uplink
 
@@ -78,15 +77,12 @@ class Agent:
         return consumers
 
     def _source(
-        self, config: MqttSourceConfig | SimulatedSourceConfig, queue: DurableQueue
+        self, config: MqttSourceConfig | PolledConfig, queue: DurableQueue
     ) -> MqttSource | PollingSource:
         """The running source of one configured source, by kind."""
         if isinstance(config, MqttSourceConfig):
             return MqttSource(config, queue, self.config.device_id, self.config.queue.max_pending)
-        signals = SimulatedSignals(config)
-        return PollingSource(
-            config.name, config.stream, config.interval, config.tags, queue, signals.read
-        )
+        return polling_source(config, queue)
 
     def _build(self, queue: DurableQueue) -> Components:
         cfg = self.config

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterator
-from typing import Annotated, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from agent.config.sensors import SimulatedSourceConfig
 from agent.config.steps import Step, streams_read, streams_written
+from agent.config.system_source import SystemSourceConfig
 from sync.config.errors import IssueKind, Problem, describe, hint
 from sync.config.fields import TAGGED_BY_TYPE, config_class, setting
 from sync.config.units import Duration, Size
@@ -282,7 +283,7 @@ def _payload_field(placeholder: str) -> bool:
     return len(parts) > 1 and parts[0] == "payload" and all(p.isidentifier() for p in parts[1:])
 
 
-Source = Annotated[MqttSourceConfig | SimulatedSourceConfig, TAGGED_BY_TYPE]
+Source = Annotated[MqttSourceConfig | SimulatedSourceConfig | SystemSourceConfig, TAGGED_BY_TYPE]
 Output = Annotated[MqttOutputConfig, TAGGED_BY_TYPE]
 
 
@@ -402,7 +403,7 @@ _BAD_STREAM_NAME: Final = (
 
 def _duplicates(
     section: str,
-    items: tuple[MqttSourceConfig | SimulatedSourceConfig | PipelineConfig | MqttOutputConfig, ...],
+    items: tuple[Any, ...],
 ) -> list[Problem | None]:
     first: dict[str, int] = {}
     problems: list[Problem | None] = []

@@ -1,0 +1,37 @@
+"""Which reader runs a polled source of each kind: the one place that maps them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from agent.config.sensors import SimulatedSourceConfig
+from agent.config.system_source import SystemSourceConfig
+from agent.queue import DurableQueue
+from agent.sources.polling import PollingSource, Reading
+from agent.sources.simulated import SimulatedSignals
+from agent.sources.system import SystemReader
+
+PolledConfig = SimulatedSourceConfig | SystemSourceConfig
+
+
+class Reader(Protocol):
+    """What a polled source kind provides: one read per interval."""
+
+    async def read(self) -> list[Reading]:
+        """The readings of one poll; raises when the whole read failed."""
+        ...
+
+
+READERS: dict[type, Callable[[Any], Reader]] = {
+    SimulatedSourceConfig: SimulatedSignals,
+    SystemSourceConfig: SystemReader,
+}
+
+
+def polling_source(config: PolledConfig, queue: DurableQueue) -> PollingSource:
+    """The running source of a polled kind."""
+    reader = READERS[type(config)](config)
+    return PollingSource(
+        config.name, config.stream, config.interval, config.tags, queue, reader.read
+    )
