@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 
 from agent.config.sensors import SimulatedSourceConfig
 from agent.config.steps import Step, streams_read, streams_written
+from agent.config.sysfs_sources import IioSourceConfig, ThermalSourceConfig, W1SourceConfig
 from agent.config.system_source import SystemSourceConfig
 from sync.config.errors import IssueKind, Problem, describe, hint
 from sync.config.fields import TAGGED_BY_TYPE, config_class, setting
@@ -283,7 +284,15 @@ def _payload_field(placeholder: str) -> bool:
     return len(parts) > 1 and parts[0] == "payload" and all(p.isidentifier() for p in parts[1:])
 
 
-Source = Annotated[MqttSourceConfig | SimulatedSourceConfig | SystemSourceConfig, TAGGED_BY_TYPE]
+Source = Annotated[
+    MqttSourceConfig
+    | SimulatedSourceConfig
+    | SystemSourceConfig
+    | ThermalSourceConfig
+    | W1SourceConfig
+    | IioSourceConfig,
+    TAGGED_BY_TYPE,
+]
 Output = Annotated[MqttOutputConfig, TAGGED_BY_TYPE]
 
 

@@ -6,13 +6,23 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.config.sensors import SimulatedSourceConfig
+from agent.config.sysfs_sources import IioSourceConfig, ThermalSourceConfig, W1SourceConfig
 from agent.config.system_source import SystemSourceConfig
 from agent.queue import DurableQueue
+from agent.sources.iio import IioReader
 from agent.sources.polling import PollingSource, Reading
 from agent.sources.simulated import SimulatedSignals
 from agent.sources.system import SystemReader
+from agent.sources.thermal import ThermalReader
+from agent.sources.w1 import W1Reader
 
-PolledConfig = SimulatedSourceConfig | SystemSourceConfig
+PolledConfig = (
+    SimulatedSourceConfig
+    | SystemSourceConfig
+    | ThermalSourceConfig
+    | W1SourceConfig
+    | IioSourceConfig
+)
 
 
 class Reader(Protocol):
@@ -26,6 +36,9 @@ class Reader(Protocol):
 READERS: dict[type, Callable[[Any], Reader]] = {
     SimulatedSourceConfig: SimulatedSignals,
     SystemSourceConfig: SystemReader,
+    ThermalSourceConfig: ThermalReader,
+    W1SourceConfig: W1Reader,
+    IioSourceConfig: IioReader,
 }
 
 
