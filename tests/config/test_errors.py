@@ -53,7 +53,8 @@ def test_unknown_key_without_a_close_match_lists_the_valid_keys() -> None:
 def test_misspelt_type_key_is_suggested() -> None:
     text = SOURCE.replace("  - type: mqtt", "  - typ: mqtt")
     assert lines(text) == [
-        'agent.yaml:5: sources[0].type: required key is missing (one of "mqtt", "simulated", "system", "thermal", "w1", "iio")',
+        'agent.yaml:5: sources[0].type: required key is missing (one of "mqtt", "simulated", '
+        '"system", "thermal", "w1", "iio")',
         'agent.yaml:5: sources[0].typ: unknown key (did you mean "type"?)',
     ]
 
