@@ -13,6 +13,7 @@ import string
 from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Final, Literal
 
+from agent.config.command_source import CommandSourceConfig
 from agent.config.sensors import SimulatedSourceConfig
 from agent.config.steps import Step, streams_read, streams_written
 from agent.config.sysfs_sources import IioSourceConfig, ThermalSourceConfig, W1SourceConfig
@@ -290,7 +291,8 @@ Source = Annotated[
     | SystemSourceConfig
     | ThermalSourceConfig
     | W1SourceConfig
-    | IioSourceConfig,
+    | IioSourceConfig
+    | CommandSourceConfig,
     TAGGED_BY_TYPE,
 ]
 Output = Annotated[MqttOutputConfig, TAGGED_BY_TYPE]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from agent.config.command_source import CommandSourceConfig
 from agent.config.sensors import SimulatedSourceConfig
 from agent.config.sysfs_sources import IioSourceConfig, ThermalSourceConfig, W1SourceConfig
 from agent.config.system_source import SystemSourceConfig
 from agent.queue import DurableQueue
+from agent.sources.command import CommandReader
 from agent.sources.iio import IioReader
 from agent.sources.polling import PollingSource, Reading
 from agent.sources.simulated import SimulatedSignals
@@ -22,6 +24,7 @@ PolledConfig = (
     | ThermalSourceConfig
     | W1SourceConfig
     | IioSourceConfig
+    | CommandSourceConfig
 )
 
 
@@ -39,6 +42,7 @@ READERS: dict[type, Callable[[Any], Reader]] = {
     ThermalSourceConfig: ThermalReader,
     W1SourceConfig: W1Reader,
     IioSourceConfig: IioReader,
+    CommandSourceConfig: CommandReader,
 }
 
 
