@@ -5,22 +5,18 @@ from __future__ import annotations
 import shlex
 from typing import ClassVar, Literal
 
-from agent.config.sensors import NAME_PATTERN
+from agent.config.sensors import PolledSourceKeys
 from sync.config.errors import Problem
 from sync.config.fields import config_class, setting
 from sync.config.units import Duration
 
 
 @config_class
-class CommandSourceConfig:
+class CommandSourceConfig(PolledSourceKeys):
     """Runs a command on an interval and turns its output into events."""
 
     kind: ClassVar[str] = "command"
 
-    name: str = setting(
-        doc="Unique name of the source, used in logs and metrics.", pattern=NAME_PATTERN
-    )
-    stream: str = setting(doc="Stream the events are appended to.", example="readings")
     command: str = setting(
         doc="The program and its arguments, split like a shell would but run without a "
         "shell (no pipes, globs or variables) unless `shell` is true.",
@@ -45,7 +41,6 @@ class CommandSourceConfig:
     )
     field: str = setting(default="value", doc="Field name of a bare number in the output.")
     key: str | None = setting(default=None, doc="Event key of the readings; unset: none.")
-    tags: dict[str, str] = setting(default={}, doc="Fields added to every event.")
 
     def check(self) -> list[Problem]:
         try:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from agent.config.command_source import CommandSourceConfig
-from agent.config.sensors import SimulatedSourceConfig
+from agent.config.sensors import NAME_PATTERN, SimulatedSourceConfig
 from agent.config.steps import Step, streams_read, streams_written
 from agent.config.sysfs_sources import IioSourceConfig, ThermalSourceConfig, W1SourceConfig
 from agent.config.system_source import SystemSourceConfig
@@ -24,8 +24,6 @@ from sync.config.units import Duration, Size
 from sync.mqtt.config import MqttConnectionConfig
 from sync.uplink_config import DEVICE_ID_PATTERN, UplinkConfig
 
-NAME_PATTERN: Final = r"[A-Za-z0-9_.-]{1,64}"
-"""Source, pipeline and output names: they appear in MQTT client ids, task names and logs."""
 STREAM_PATTERN: Final = r"[A-Za-z0-9.-][A-Za-z0-9_.-]*"
 """Stream names; a leading `_` is kept for streams the agent makes itself."""
 READABLE_RESERVED: Final = frozenset({"_deadletter"})

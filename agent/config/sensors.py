@@ -15,6 +15,20 @@ from sync.config.fields import config_class, setting
 from sync.config.units import Duration
 
 NAME_PATTERN: Final = r"[A-Za-z0-9_.-]{1,64}"
+"""Source, pipeline and output names: they appear in MQTT client ids, task names and logs."""
+
+
+@config_class
+class PolledSourceKeys:
+    """The keys every source that reads on an interval shares (each kind adds its own)."""
+
+    name: str = setting(
+        doc="Unique name of the source, used in logs and metrics.", pattern=NAME_PATTERN
+    )
+    stream: str = setting(doc="Stream the events are appended to.", example="sensors")
+    tags: dict[str, str] = setting(
+        default={}, doc="Fields added to every event.", example={"site": "lab"}
+    )
 
 
 @config_class
@@ -38,20 +52,13 @@ class SignalConfig:
 
 
 @config_class
-class SimulatedSourceConfig:
+class SimulatedSourceConfig(PolledSourceKeys):
     """Deterministic, seeded sensor signals for demos, tests and benchmarks."""
 
     kind: ClassVar[str] = "simulated"
 
-    name: str = setting(
-        doc="Unique name of the source, used in logs and metrics.", pattern=NAME_PATTERN
-    )
-    stream: str = setting(doc="Stream the events are appended to.", example="sensors")
     interval: Duration = setting(
         default=1.0, doc="Time between two samples of each device.", minimum=0.001
-    )
-    tags: dict[str, str] = setting(
-        default={}, doc="Fields added to every event.", example={"site": "lab"}
     )
     seed: int = setting(default=1, doc="Seed of the random generator: same seed, same events.")
     devices: int = setting(

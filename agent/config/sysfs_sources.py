@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from agent.config.sensors import NAME_PATTERN
+from agent.config.sensors import PolledSourceKeys
 from sync.config.fields import config_class, setting
 from sync.config.units import Duration
 
@@ -16,20 +16,13 @@ ROOT_DOC = "Directory where sysfs is mounted, normally /sys."
 
 
 @config_class
-class ThermalSourceConfig:
+class ThermalSourceConfig(PolledSourceKeys):
     """Board temperatures, fans, voltages and Raspberry Pi throttling from sysfs."""
 
     kind: ClassVar[str] = "thermal"
 
-    name: str = setting(
-        doc="Unique name of the source, used in logs and metrics.", pattern=NAME_PATTERN
-    )
-    stream: str = setting(doc="Stream the events are appended to.", example="health")
     interval: Duration = setting(
         default=10.0, doc="Time between two reads of the sensors.", minimum=0.001
-    )
-    tags: dict[str, str] = setting(
-        default={}, doc="Fields added to every event.", example={"site": "lab"}
     )
     root: str = setting(default="/sys", doc=ROOT_DOC)
     vcgencmd: str = setting(
@@ -42,38 +35,24 @@ class ThermalSourceConfig:
 
 
 @config_class
-class W1SourceConfig:
+class W1SourceConfig(PolledSourceKeys):
     """Temperatures of 1-Wire sensors such as the DS18B20, read through w1_therm."""
 
     kind: ClassVar[str] = "w1"
 
-    name: str = setting(
-        doc="Unique name of the source, used in logs and metrics.", pattern=NAME_PATTERN
-    )
-    stream: str = setting(doc="Stream the events are appended to.", example="sensors")
     interval: Duration = setting(
         default=10.0, doc="Time between two reads of the sensors.", minimum=0.001
-    )
-    tags: dict[str, str] = setting(
-        default={}, doc="Fields added to every event.", example={"site": "lab"}
     )
     root: str = setting(default="/sys", doc=ROOT_DOC)
 
 
 @config_class
-class IioSourceConfig:
+class IioSourceConfig(PolledSourceKeys):
     """Channels of Industrial I/O devices such as ADCs, scaled to their units."""
 
     kind: ClassVar[str] = "iio"
 
-    name: str = setting(
-        doc="Unique name of the source, used in logs and metrics.", pattern=NAME_PATTERN
-    )
-    stream: str = setting(doc="Stream the events are appended to.", example="sensors")
     interval: Duration = setting(
         default=10.0, doc="Time between two reads of the devices.", minimum=0.001
-    )
-    tags: dict[str, str] = setting(
-        default={}, doc="Fields added to every event.", example={"site": "lab"}
     )
     root: str = setting(default="/sys", doc=ROOT_DOC)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Final, Literal
 
+from agent.config.sensors import PolledSourceKeys
 from sync.config.fields import config_class, setting
 from sync.config.units import Duration
-
-NAME_PATTERN: Final = r"[A-Za-z0-9_.-]{1,64}"
 
 SystemGroup = Literal[
     "cpu", "load", "memory", "disk", "diskio", "network", "uptime", "processes", "agent"
@@ -18,19 +17,14 @@ ALL_GROUPS: Final[tuple[SystemGroup, ...]] = (
 
 
 @config_class
-class SystemSourceConfig:
+class SystemSourceConfig(PolledSourceKeys):
     """Reads the device's CPU, load, memory, disks, network and uptime from procfs."""
 
     kind: ClassVar[str] = "system"
 
-    name: str = setting(
-        doc="Unique name of the source, used in logs and metrics.", pattern=NAME_PATTERN
-    )
-    stream: str = setting(doc="Stream the readings are appended to.", example="system")
     interval: Duration = setting(
         default=10.0, doc="Time between two readings of every group.", minimum=0.01
     )
-    tags: dict[str, str] = setting(default={}, doc="Fields added to every event.")
     root: str = setting(
         default="/",
         doc="Filesystem root that holds proc/ (a fake tree in tests, / on a device).",
