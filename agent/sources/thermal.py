@@ -15,15 +15,13 @@ boot (see THROTTLE_BITS).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import re
 import shutil
-import signal
 from pathlib import Path
 from typing import Any, Final
 
 from agent.config.sysfs_sources import ThermalSourceConfig
+from agent.sources.command import run_command
 from agent.sources.polling import Reading
 
 VCGENCMD_TIMEOUT: Final = 2.0
@@ -150,34 +148,9 @@ class ThermalReader:
         if command is None:
             return None  # not a Raspberry Pi (or no firmware tools): nothing to report
         try:
-            output = await run_vcgencmd(command)
+            output = await run_command([command, "get_throttled"], VCGENCMD_TIMEOUT)
             fields = parse_throttled(output)
         except (OSError, RuntimeError, ValueError):  # TimeoutError is an OSError
             self.throttling_errors += 1
             return None
         return Reading("throttling", fields)
-
-
-async def run_vcgencmd(command: str) -> str:
-    """Output of `vcgencmd get_throttled`, killed after VCGENCMD_TIMEOUT seconds.
-
-    It runs in its own session so a timeout kills the whole group: a wrapper script's
-    child would otherwise keep stdout open, and asyncio waits for the pipe to close.
-    """
-    process = await asyncio.create_subprocess_exec(
-        command,
-        "get_throttled",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        stdout, _ = await asyncio.wait_for(process.communicate(), VCGENCMD_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-        raise
-    if process.returncode != 0:
-        raise RuntimeError(f"vcgencmd exited with status {process.returncode}")
-    return stdout.decode("ascii", errors="replace")
