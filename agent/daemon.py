@@ -14,7 +14,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config.model import AgentConfig, MqttSourceConfig
+from agent.config.model import AgentConfig
+from agent.config.mqtt_source import MqttSourceConfig
 from agent.outputs.mqtt import MqttOutput
 from agent.pipeline.build import compile_pipeline
 from agent.pipeline.runner import PipelineRunner

@@ -226,7 +226,7 @@ COMPONENTS = (
     ("writer thread: event rows (WriteTx.append)", "transaction.py"),
     ("writer thread: other (commit, counters)", "edgestream[queue].writer"),
     ("edgestream: MqttMessage copy + inbox (on_message)", "_on_paho_message"),
-    ("edgestream: decode_message (orjson parse, time, key)", "decode_message"),
+    ("edgestream: MessageDecoder.decode (parse, time, key)", "agent/sources/decode.py"),
     ("edgestream: store loop (digests, marks, PUBACKs)", "_store_loop"),
     ("paho: read, parse, dispatch one packet (loop_read)", "loop_read"),
     ("asyncio: event loop", "asyncio"),

@@ -8,10 +8,11 @@ import orjson
 import pytest
 
 from agent.config.load import parse_agent_config
+from agent.config.mqtt_source import MqttSourceConfig
 from agent.outputs.mqtt import MqttOutput
 from agent.pipeline.aggregates import AGGREGATES, finite_number
 from agent.queue import NewEvent
-from agent.sources.decode import DeadLetter, decode_message
+from agent.sources.decode import DeadLetter, MessageDecoder
 from sync.config import ConfigError
 from sync.mqtt.message import MqttMessage
 from sync.outbox import StoredEvent
@@ -38,7 +39,8 @@ def message(payload: bytes, topic: str = "a/b") -> MqttMessage:
 
 def decode(payload: bytes) -> NewEvent | DeadLetter:
     source = parse_agent_config(CONFIG).sources[0]
-    return decode_message(message(payload), source.payload, source.key, "src")
+    assert isinstance(source, MqttSourceConfig)
+    return MessageDecoder(source).decode(message(payload))
 
 
 def test_event_time_and_key_come_from_the_payload() -> None:

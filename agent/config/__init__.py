@@ -3,15 +3,12 @@
 from agent.config.load import load_agent_config, parse_agent_config
 from agent.config.model import (
     AgentConfig,
-    KeyConfig,
     MqttOutputConfig,
-    MqttSourceConfig,
-    PayloadConfig,
     PipelineConfig,
     QueueConfig,
     StreamConfig,
-    TopicConfig,
 )
+from agent.config.mqtt_source import KeyConfig, MqttSourceConfig, PayloadConfig, TopicConfig
 from agent.config.steps import FilterStep, WindowStep
 from sync.config.errors import ConfigError
 

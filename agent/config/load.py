@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.config.model import AgentConfig
+from agent.config.mqtt_source import MqttSourceConfig
 from agent.config.steps import STEP_CLASSES, StepConfig
 from agent.pipeline.expr import ExprError, compile_expression, compile_predicate, parse_aggregate
 from sync.config.errors import IssueKind, Problem
@@ -40,6 +41,10 @@ def _check_step(step: StepConfig) -> list[Problem]:
     return _problems((path, text, compilers[kind]) for path, text, kind in step.expressions())
 
 
+def _check_mqtt_source(source: MqttSourceConfig) -> list[Problem]:
+    return _problems((path, text, compile_expression) for path, text in source.expressions())
+
+
 def _problems(expressions: Iterable[tuple[str, str, Callable[[str], Any]]]) -> list[Problem]:
     problems = []
     for path, text, compile_ in expressions:
@@ -51,4 +56,7 @@ def _problems(expressions: Iterable[tuple[str, str, Callable[[str], Any]]]) -> l
     return problems
 
 
-EXPRESSION_CHECKS: Final[Mapping[type, Check]] = dict.fromkeys(STEP_CLASSES, _check_step)
+EXPRESSION_CHECKS: Final[Mapping[type, Check]] = {
+    **dict.fromkeys(STEP_CLASSES, _check_step),
+    MqttSourceConfig: _check_mqtt_source,
+}

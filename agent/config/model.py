@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from agent.config.command_source import CommandSourceConfig
+from agent.config.mqtt_source import (
+    MqttSourceConfig,
+)
 from agent.config.sensors import NAME_PATTERN, SimulatedSourceConfig
 from agent.config.steps import Step, streams_read, streams_written
 from agent.config.sysfs_sources import IioSourceConfig, ThermalSourceConfig, W1SourceConfig
@@ -90,117 +93,6 @@ class StreamConfig:
     uplink: bool = setting(
         default=False, doc="Send this stream's events to the hub (needs the uplink section)."
     )
-
-
-@config_class
-class PayloadConfig:
-    """How a source decodes message payloads and finds their event time."""
-
-    format: Literal["json", "raw"] = setting(
-        default="json",
-        doc="How payloads are read: json parses each one (a malformed one goes to the "
-        "_deadletter stream), raw keeps the bytes as they are.",
-    )
-    max_size: Size = setting(
-        default=256 * 1024,
-        doc="Larger payloads are rejected and counted instead of stored.",
-        minimum=1,
-    )
-    time_field: str | None = setting(
-        default=None,
-        doc="Dotted payload field holding the event time as epoch number; "
-        "unset, or missing in a payload, uses the arrival time.",
-        example="meta.ts",
-    )
-    time_unit: Literal["s", "ms", "us", "ns"] = setting(
-        default="s", doc="Unit of the epoch number in time_field."
-    )
-    max_future: Duration = setting(
-        default=86400.0,
-        doc="An event time further than this ahead of the arrival time is not trusted "
-        "(a wrong unit or clock): the arrival time is used and the event is counted "
-        "under time_in_future, so one bad reading cannot close every window early.",
-        minimum=0.0,
-    )
-
-
-@config_class
-class KeyConfig:
-    """Where a source finds each event's key, which windows and output topics group by."""
-
-    topic_segment: int | None = setting(
-        default=None,
-        doc="Topic level used as the key, counted from 0 (negative counts from the end), "
-        "e.g. 1 for sensors/<id>/temp.",
-        example=1,
-    )
-    field: str | None = setting(
-        default=None, doc="Dotted payload field used as the key.", example="device.id"
-    )
-
-    def check(self) -> list[Problem]:
-        if self.topic_segment is not None and self.field is not None:
-            return [Problem("field", "cannot be used together with topic_segment; choose one")]
-        return []
-
-
-@config_class
-class TopicConfig:
-    """One subscription of an MQTT source; a plain string is short for `{topic: ...}`."""
-
-    shorthand: ClassVar[str] = "topic"
-
-    topic: str = setting(
-        doc="MQTT topic filter to subscribe to; + matches one level, # the rest.",
-        example="sensors/+/temperature",
-    )
-    qos: int = setting(
-        default=1,
-        doc="Subscription QoS: with 1 or 2 a message is acknowledged only after it is "
-        "committed; 0 can lose messages.",
-        minimum=0,
-        maximum=2,
-    )
-
-    def check(self) -> list[Problem]:
-        levels = self.topic.split("/")
-        misplaced = any(
-            ("+" in level and level != "+") or ("#" in level and level != "#") for level in levels
-        )
-        if self.topic and not misplaced and "#" not in levels[:-1]:
-            return []
-        message = (
-            f"expected an MQTT topic filter such as sensors/+/temp, got {describe(self.topic)}"
-        )
-        return [Problem("topic", message, IssueKind.WRONG_TYPE)]
-
-
-@config_class
-class MqttSourceConfig:
-    """Subscribes to MQTT topics and commits each message to a stream before acknowledging it."""
-
-    kind: ClassVar[str] = "mqtt"
-
-    name: str = setting(
-        doc="Unique name of the source, used in logs, metrics and the client id.",
-        pattern=NAME_PATTERN,
-    )
-    stream: str = setting(doc="Stream the received events are appended to.", example="sensors")
-    broker: MqttConnectionConfig = setting(doc="Broker to subscribe at.")
-    topics: tuple[TopicConfig, ...] = setting(
-        doc="Topic filters to subscribe to; each a string or a mapping with topic and qos.",
-        example=["sensors/#"],
-        minimum=1,
-    )
-    clean_session: bool = setting(
-        default=False,
-        doc="Start without the broker's stored session; false keeps subscriptions and queued "
-        "QoS 1/2 messages across reconnects.",
-    )
-    payload: PayloadConfig = setting(
-        default=PayloadConfig(), doc="How message payloads are decoded and timestamped."
-    )
-    key: KeyConfig = setting(default=KeyConfig(), doc="Event key extraction; unset means no key.")
 
 
 @config_class

@@ -3,6 +3,7 @@
 Decoding happens before the event is stored so that bad input is caught at the door:
 a malformed, non-UTF-8 or oversized payload is never acknowledged as data, it is
 stored in the dead-letter stream with its reason (and counted), and the daemon goes on.
+The formats themselves are parsed in `agent.sources.payloads`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 
 import orjson
 
-from agent.config.model import KeyConfig, PayloadConfig
+from agent.config.mqtt_source import KeyConfig, MqttSourceConfig, PayloadConfig
+from agent.pipeline.expr import EventMeta, compile_expression
 from agent.queue import NewEvent
+from agent.sources.payloads import DecodeFailure, parser_for
 from sync.mqtt.message import MqttMessage
 
 DEADLETTER_SAMPLE = 1024
@@ -36,50 +39,90 @@ def digest(message: MqttMessage) -> bytes:
     return h.digest()
 
 
-def decode_message(
-    message: MqttMessage, payload_cfg: PayloadConfig, key_cfg: KeyConfig, source: str
-) -> NewEvent | DeadLetter:
-    """Decode one message according to the source's payload and key settings."""
-    raw = message.payload
-    if len(raw) > payload_cfg.max_size:
-        reason = f"oversized: {len(raw)} bytes, max_size is {payload_cfg.max_size}"
-        return dead_letter(message, source, "oversized", reason)
-    value: Any = None
-    if payload_cfg.format == "json":
-        parsed = _parse_json(raw)
-        if isinstance(parsed, DecodeFailure):
-            return dead_letter(message, source, parsed.kind, parsed.detail)
-        value = parsed
-    event_time = _event_time(value, payload_cfg, message.received_at)
-    key = _key(message.topic, value, key_cfg)
-    headers = None
-    if event_time - message.received_at > payload_cfg.max_future:
-        headers = orjson.dumps({"time_in_future": repr(event_time)}).decode()
-        event_time = message.received_at
-    return NewEvent(event_time, message.received_at, key, message.topic, raw, headers)
+class MessageDecoder:
+    """Decodes the messages of one MQTT source: format, time, extracted fields, tags, key.
+
+    Built once per source, so expressions are compiled once. A payload stored as
+    received (JSON without extraction or tags) keeps its exact bytes; any other is
+    stored as the JSON object the decoding produced.
+    """
+
+    def __init__(self, config: MqttSourceConfig) -> None:
+        self._source = config.name
+        self._payload = config.payload
+        self._key = config.key
+        self._parse = None if config.payload.format == "raw" else parser_for(config.payload)
+        self._extract = [(n, compile_expression(t).fn) for n, t in config.payload.extract.items()]
+        self._key_fn = (
+            None if config.key.expression is None else compile_expression(config.key.expression).fn
+        )
+        self._tags = dict(config.tags)
+        self._topic_tags = tuple(config.topic_tags.items())
+        self._user_properties = config.user_properties
+        self._rewrites = bool(config.payload.transforms or self._tags or self._topic_tags)
+
+    def decode(self, message: MqttMessage) -> NewEvent | DeadLetter:
+        """The event a message becomes, or a dead letter saying why it cannot be one."""
+        raw = message.payload
+        if len(raw) > self._payload.max_size:
+            reason = f"oversized: {len(raw)} bytes, max_size is {self._payload.max_size}"
+            return dead_letter(message, self._source, "oversized", reason)
+        value: Any = None
+        if self._parse is not None:
+            value = self._parse(raw)
+            if isinstance(value, DecodeFailure):
+                return dead_letter(message, self._source, value.kind, value.detail)
+        event_time = _event_time(value, self._payload, message.received_at)
+        headers: dict[str, Any] = {}
+        if event_time - message.received_at > self._payload.max_future:
+            headers["time_in_future"] = repr(event_time)
+            event_time = message.received_at
+        if self._rewrites:
+            value = self._enriched(value, message, event_time)
+            raw = orjson.dumps(value)
+        if self._user_properties and message.user_properties:
+            headers["user_properties"] = user_properties(message.user_properties)
+        key = self._key_of(message, value, event_time)
+        encoded = orjson.dumps(headers).decode() if headers else None
+        return NewEvent(event_time, message.received_at, key, message.topic, raw, encoded)
+
+    def _enriched(self, value: Any, message: MqttMessage, event_time: float) -> dict[str, Any]:
+        """The payload with extracted fields, topic tags and tags (in that order of precedence)."""
+        fields = value if isinstance(value, dict) else {"value": value}
+        if self._extract:
+            meta = EventMeta(message.topic, None, event_time, message.received_at)
+            found = {name: fn(fields, meta) for name, fn in self._extract}
+            extracted = {name: v for name, v in found.items() if v is not None}
+            fields = extracted if self._payload.extract_only else {**fields, **extracted}
+        if self._topic_tags:
+            levels = message.topic.split("/")
+            fields = {**fields, **_topic_fields(levels, self._topic_tags)}
+        return {**fields, **self._tags} if self._tags else fields
+
+    def _key_of(self, message: MqttMessage, value: Any, event_time: float) -> str | None:
+        if self._key_fn is not None:
+            meta = EventMeta(message.topic, None, event_time, message.received_at)
+            found = self._key_fn(value, meta)
+            return None if found is None else str(found)
+        return _key(message.topic, value, self._key)
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeFailure:
-    """Why a payload is not acceptable JSON."""
+def user_properties(pairs: tuple[tuple[str, str], ...]) -> dict[str, str | list[str]]:
+    """MQTT 5 user properties as an object; a name sent several times keeps every value."""
+    found: dict[str, str | list[str]] = {}
+    for name, value in pairs:
+        before = found.get(name)
+        if before is None:
+            found[name] = value
+        elif isinstance(before, list):
+            before.append(value)
+        else:
+            found[name] = [before, value]
+    return found
 
-    kind: str
-    detail: str
 
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return DecodeFailure("invalid_utf8", "payload is not valid UTF-8")
-        return DecodeFailure("invalid_json", f"payload is not valid JSON: {exc}")
-    if isinstance(value, bool) or not isinstance(value, dict | int | float):
-        kind = type(value).__name__
-        return DecodeFailure("unsupported_json", f"expected a JSON object or number, got {kind}")
-    return value
+def _topic_fields(levels: list[str], wanted: tuple[tuple[str, int], ...]) -> dict[str, str]:
+    return {name: levels[index] for name, index in wanted if -len(levels) <= index < len(levels)}
 
 
 def _event_time(value: Any, cfg: PayloadConfig, received_at: float) -> float:

@@ -27,10 +27,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.config.model import MqttSourceConfig
+from agent.config.mqtt_source import MqttSourceConfig
 from agent.queue import DEADLETTER_STREAM, DurableQueue, InflightMark, NewEvent, QueueError
 from agent.queue.transaction import WriteTx
-from agent.sources.decode import DeadLetter, decode_message, digest
+from agent.sources.decode import DeadLetter, MessageDecoder, digest
+from agent.sources.polling import ConditionLog
+from agent.sources.rate_limit import TopicRateLimiter
 from sync.backoff import retry_until_done
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.message import MqttMessage
@@ -54,6 +56,7 @@ class SourceStats:
     dead_lettered: int = 0
     redeliveries_skipped: int = 0
     retained_repeats: int = 0
+    rate_limited: int = 0
 
 
 class MqttSource:
@@ -72,6 +75,12 @@ class MqttSource:
         self._retained: dict[str, bytes] = {}
         self._next_prune = 0.0
         self._wake = asyncio.Event()
+        self._decoder = MessageDecoder(config)
+        limit = config.rate_limit
+        self._limiter = (
+            None if limit is None else TopicRateLimiter(limit.per_second, limit.capacity)
+        )
+        self._limit_log = ConditionLog(config.name)
         self.connection = MqttConnection(
             config.broker,
             client_id=config.broker.client_id or f"edgestream-{device_id}-{config.name}",
@@ -129,10 +138,10 @@ class MqttSource:
         fresh = await self._skip_redeliveries(group)
         events: list[NewEvent] = []
         dead: list[DeadLetter] = []
-        for message, _ in fresh:  # Step 2
-            decoded = decode_message(
-                message, self.config.payload, self.config.key, self.config.name
-            )
+        admitted = self._within_rate([m for m, _ in fresh])
+        limited = len(fresh) - len(admitted)
+        for message in admitted:  # Step 2
+            decoded = self._decoder.decode(message)
             if isinstance(decoded, DeadLetter):
                 dead.append(decoded)
             else:
@@ -140,7 +149,7 @@ class MqttSource:
         marks = [InflightMark(self._id, m.mid, f) for m, f in fresh if m.qos > 0]
         retained = {m.topic: f for m, f in fresh if m.retain}
         await self.queue.wait_for_room(self.config.stream)
-        write = self._writer(events, dead, marks, retained)
+        write = self._writer(events, dead, marks, retained, limited)
         await self.queue.transact(write, weight=len(fresh))  # Step 3
         self._retained.update(retained)
         for message in group:  # Step 4
@@ -148,6 +157,23 @@ class MqttSource:
                 self.connection.ack(message.mid, message.qos)
         self.stats.stored += len(events)
         self.stats.dead_lettered += len(dead)
+        self.stats.rate_limited += limited
+
+    def _within_rate(self, messages: list[MqttMessage]) -> list[MqttMessage]:
+        """The messages the per-topic rate limit lets through; the rest are dropped.
+
+        Dropped messages are still acknowledged (with their group) and counted, and the
+        condition is logged when it starts and when it clears, not per message.
+        """
+        if self._limiter is None:
+            return messages
+        allow = self._limiter.allow
+        admitted = [m for m in messages if allow(m.topic, m.received_at)]
+        if len(admitted) < len(messages):
+            self._limit_log.failed("messages above the per-topic rate limit are dropped")
+        elif messages:
+            self._limit_log.cleared()
+        return admitted
 
     def _writer(
         self,
@@ -155,6 +181,7 @@ class MqttSource:
         dead: list[DeadLetter],
         marks: list[InflightMark],
         retained: dict[str, bytes],
+        limited: int,
     ) -> Callable[[WriteTx], None]:
         stream = self.config.stream
         prune_before = self._prune_horizon()
@@ -165,6 +192,8 @@ class MqttSource:
                 tx.append(stream, events)
             if future:
                 tx.incr(stream, "time_in_future", future)
+            if limited:
+                tx.incr(stream, "rate_limited", limited)
             if dead:
                 tx.append(DEADLETTER_STREAM, [d.event for d in dead])
                 for d in dead:

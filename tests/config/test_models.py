@@ -229,14 +229,22 @@ def test_pipeline_must_not_feed_itself() -> None:
     ]
 
 
-@pytest.mark.parametrize("topic", ["a/#/b", "a+/b", "a/b#", "''"])
+@pytest.mark.parametrize(
+    "topic", ["a/#/b", "a+/b", "a/b#", "''", "$share//a", "$share/g+/a", "$share/g", "$share/g/a#"]
+)
 def test_bad_topic_filters_are_refused(topic: str) -> None:
     text = FULL.replace("      - sensors/+/temp", f"      - {topic}")
     shown = "" if topic == "''" else topic
     assert agent_errors(text) == [
         f"agent.yaml:18: sources[0].topics[0]: expected an MQTT topic filter such as "
-        f'sensors/+/temp, got "{shown}"'
+        f'sensors/+/temp or $share/group/sensors/#, got "{shown}"'
     ]
+
+
+@pytest.mark.parametrize("topic", ["$share/g/a/#", "$share/hubs/+/temp", "a/+/#", "#"])
+def test_good_topic_filters_and_shared_subscriptions_load(topic: str) -> None:
+    config = agent(FULL.replace("      - sensors/+/temp", f"      - '{topic}'"))
+    assert config.sources[0].topics[0].topic == topic
 
 
 def test_window_expressions_are_compiled_at_load() -> None:
