@@ -14,13 +14,17 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config.model import AgentConfig
+from agent.config.file_source import FileSourceConfig
+from agent.config.http_source import HttpSourceConfig
+from agent.config.model import AgentConfig, Source
 from agent.config.mqtt_source import MqttSourceConfig
 from agent.outputs.mqtt import MqttOutput
 from agent.pipeline.build import compile_pipeline
 from agent.pipeline.runner import PipelineRunner
 from agent.queue import DEADLETTER_STREAM, DurableQueue, StreamLimits
-from agent.sources.local import PolledConfig, polling_source
+from agent.sources.file import FileSource
+from agent.sources.http import HttpSource
+from agent.sources.local import polling_source
 from agent.sources.mqtt import MqttSource
 from agent.sources.polling import PollingSource
 from sync.uplink import CONSUMER as UPLINK_CONSUMER
@@ -29,11 +33,14 @@ from sync.uplink import Uplink
 log = logging.getLogger(__name__)
 
 
+RunningSource = MqttSource | PollingSource | FileSource | HttpSource
+
+
 @dataclass(slots=True)
 class Components:
     """The running parts of one agent, built from its config."""
 
-    sources: list[MqttSource | PollingSource] = field(default_factory=list)
+    sources: list[RunningSource] = field(default_factory=list)
     pipelines: list[PipelineRunner] = field(default_factory=list)
     outputs: list[MqttOutput] = field(default_factory=list)
     uplink: Uplink | None = None
@@ -77,12 +84,14 @@ class Agent:
                 consumers[name].append(UPLINK_CONSUMER)
         return consumers
 
-    def _source(
-        self, config: MqttSourceConfig | PolledConfig, queue: DurableQueue
-    ) -> MqttSource | PollingSource:
+    def _source(self, config: Source, queue: DurableQueue) -> RunningSource:
         """The running source of one configured source, by kind."""
         if isinstance(config, MqttSourceConfig):
             return MqttSource(config, queue, self.config.device_id, self.config.queue.max_pending)
+        if isinstance(config, FileSourceConfig):
+            return FileSource(config, queue)
+        if isinstance(config, HttpSourceConfig):
+            return HttpSource(config, queue)
         return polling_source(config, queue)
 
     def _build(self, queue: DurableQueue) -> Components:

@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from agent.config.command_source import CommandSourceConfig
+from agent.config.file_source import FileSourceConfig
+from agent.config.gpio_source import GpioSourceConfig
+from agent.config.http_source import HttpSourceConfig
 from agent.config.mqtt_source import (
     MqttSourceConfig,
 )
@@ -182,7 +185,10 @@ Source = Annotated[
     | ThermalSourceConfig
     | W1SourceConfig
     | IioSourceConfig
-    | CommandSourceConfig,
+    | GpioSourceConfig
+    | CommandSourceConfig
+    | FileSourceConfig
+    | HttpSourceConfig,
     TAGGED_BY_TYPE,
 ]
 Output = Annotated[MqttOutputConfig, TAGGED_BY_TYPE]

@@ -6,11 +6,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.config.command_source import CommandSourceConfig
+from agent.config.gpio_source import GpioSourceConfig
 from agent.config.sensors import SimulatedSourceConfig
 from agent.config.sysfs_sources import IioSourceConfig, ThermalSourceConfig, W1SourceConfig
 from agent.config.system_source import SystemSourceConfig
 from agent.queue import DurableQueue
 from agent.sources.command import CommandReader
+from agent.sources.gpio import GpioReader
 from agent.sources.iio import IioReader
 from agent.sources.polling import PollingSource, Reading
 from agent.sources.simulated import SimulatedSignals
@@ -24,6 +26,7 @@ PolledConfig = (
     | ThermalSourceConfig
     | W1SourceConfig
     | IioSourceConfig
+    | GpioSourceConfig
     | CommandSourceConfig
 )
 
@@ -42,6 +45,7 @@ READERS: dict[type, Callable[[Any], Reader]] = {
     ThermalSourceConfig: ThermalReader,
     W1SourceConfig: W1Reader,
     IioSourceConfig: IioReader,
+    GpioSourceConfig: GpioReader,
     CommandSourceConfig: CommandReader,
 }
 

@@ -54,7 +54,7 @@ def test_misspelt_type_key_is_suggested() -> None:
     text = SOURCE.replace("  - type: mqtt", "  - typ: mqtt")
     assert lines(text) == [
         'agent.yaml:5: sources[0].type: required key is missing (one of "mqtt", "simulated", '
-        '"system", "thermal", "w1", "iio", "command")',
+        '"system", "thermal", "w1", "iio", "gpio", "command", "file", "http")',
         'agent.yaml:5: sources[0].typ: unknown key (did you mean "type"?)',
     ]
 

@@ -1,0 +1,454 @@
+"""A small asyncio HTTP/1.1 server for the endpoints the agent and the hub expose.
+
+The `http` source, and later the metrics and health endpoints, sit on a device where a
+buggy or hostile client must not take the process down or hold it hostage. So this
+module owns the sockets, the limits and the timeouts, and nothing else: h11 parses
+HTTP (the parser under httpx and uvicorn; pure Python, about 0.5 MiB RSS), handlers
+turn a fully read `Request` into a `Response`.
+
+What a client cannot do here: send a body over `max_body` (413 as soon as it is
+known, before the rest is read), headers over `max_header_size` (431), open more than
+`max_connections` connections (503), take longer than `read_timeout` to send one
+request (408, the slowloris defence), keep an idle connection past `idle_timeout`, or
+crash the server with a handler bug (500, logged once per distinct error). Every error
+body is JSON: `{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from types import TracebackType
+from typing import Final
+
+import h11
+import orjson
+
+log = logging.getLogger(__name__)
+
+_CHUNK: Final = 65536
+_LINGER: Final = 1.0
+"""Seconds spent discarding unread input before closing a refused connection."""
+_MAX_LOGGED_FAILURES: Final = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request with its whole body read; header names are lowercase."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What a handler answers; content length, date and connection are added for it."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+Guard = Callable[[Request], Response | None]
+"""Sees each request before its body is read (`body` is empty): a Response refuses it.
+
+This is where a token is checked, so an unauthenticated client cannot make the server
+buffer a body (up to `max_body` on each of `max_connections` connections).
+"""
+
+
+def json_response(status: int, value: object, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """A JSON response; `value` is serialised with orjson."""
+    return Response(status, orjson.dumps(value), headers=tuple(headers))
+
+
+def error_response(
+    status: int, message: str, headers: Iterable[tuple[str, str]] = (), **extra: object
+) -> Response:
+    """`{"error": message, **extra}`, the one shape of every error body."""
+    return json_response(status, {"error": message, **extra}, headers)
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """Counters since start; `rejected` counts refusals by reason (busy, too_large, ...)."""
+
+    connections: int = 0
+    requests: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str) -> None:
+        """Count one refusal."""
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+class _Refused(Exception):
+    """A request refused by the server itself; the connection closes after the answer."""
+
+    def __init__(self, reason: str, response: Response, *, counted: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.response = response
+        self.counted = counted  # the guard counts its own refusals
+
+
+class HttpServer:
+    """Serves `routes`, keyed by (method, path), on one listening socket.
+
+    Use as `async with HttpServer(...) as server:` or call `start()` and `close()`.
+    """
+
+    def __init__(
+        self,
+        routes: Mapping[tuple[str, str], Handler],
+        *,
+        host: str,
+        port: int,
+        max_body: int,
+        name: str,
+        max_connections: int = 64,
+        idle_timeout: float = 30.0,
+        read_timeout: float = 10.0,
+        max_header_size: int = 16384,
+        guard: Guard | None = None,
+    ) -> None:
+        self.routes = dict(routes)
+        self.host, self.requested_port, self.name = host, port, name
+        self.max_body, self.max_connections = max_body, max_connections
+        self.idle_timeout, self.read_timeout = idle_timeout, read_timeout
+        self.max_header_size = max_header_size
+        self.guard = guard
+        self.stats = ServerStats()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._active = 0
+        self._closing = False
+        self._logged_failures: set[str] = set()
+
+    async def start(self) -> None:
+        """Bind and listen; raises OSError when the address is taken or not local."""
+        self._server = await asyncio.start_server(self._accept, self.host, self.requested_port)
+
+    @property
+    def port(self) -> int:
+        """The port listened on: the one the OS chose when 0 was asked for."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError(f"server {self.name} is not listening")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        """Stop listening and end every open connection (their requests are abandoned)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._closing = True
+        server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+    async def __aenter__(self) -> HttpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.set_name(f"{self.name}.connection")
+        self._tasks.add(task)
+        try:
+            if self._active >= self.max_connections:
+                self.stats.reject("busy")
+                await _refuse_busy(reader, writer)
+                return
+            self._active += 1
+            self.stats.connections += 1
+            try:
+                await _Connection(self, reader, writer).serve()
+            finally:
+                self._active -= 1
+        except (OSError, TimeoutError):
+            pass  # the client went away or stopped reading: nothing left to answer
+        except h11.LocalProtocolError as exc:  # a response h11 refuses to send
+            log.error("Server %s: could not send a response: %s", self.name, exc)
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Ended by close(): finish quietly, as asyncio 3.11 logs a cancelled
+            # connection task as an error.
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def dispatch(self, request: Request) -> Response:
+        """Run the route's handler; a handler that raises answers 500 and never escapes."""
+        self.stats.requests += 1
+        handler = self.routes.get((request.method, request.path))
+        if handler is None:
+            return self._unrouted(request)
+        try:
+            return await handler(request)
+        except Exception as exc:  # a handler bug must not end the connection or the server
+            self.stats.reject("handler_error")
+            self._log_failure(request, exc)
+            return error_response(500, "internal error, see the server log")
+
+    def admit(self, request: Request) -> Response | None:
+        """The guard's verdict on a request head; a guard that raises refuses with 500."""
+        if self.guard is None:
+            return None
+        try:
+            return self.guard(request)
+        except Exception as exc:  # same promise as for handlers
+            self.stats.reject("handler_error")
+            self._log_failure(request, exc)
+            return error_response(500, "internal error, see the server log")
+
+    def _unrouted(self, request: Request) -> Response:
+        allowed = sorted(method for method, path in self.routes if path == request.path)
+        if not allowed:
+            self.stats.reject("not_found")
+            return error_response(404, f"no such path: {request.path}")
+        self.stats.reject("method_not_allowed")
+        message = f"{request.method} is not allowed on {request.path}"
+        return error_response(405, message, [("allow", ", ".join(allowed))])
+
+    def _log_failure(self, request: Request, exc: Exception) -> None:
+        """Log each distinct failure once with its traceback, so a bug hit per request
+        does not flood the log; repeats are only counted."""
+        signature = f"{request.method} {request.path} {type(exc).__name__}: {exc}"
+        if signature in self._logged_failures:
+            return
+        if len(self._logged_failures) < _MAX_LOGGED_FAILURES:
+            self._logged_failures.add(signature)
+        log.error(
+            "Server %s: handler of %s %s failed (repeats are not logged)",
+            self.name, request.method, request.path, exc_info=exc,
+        )  # fmt: skip
+
+
+class _Connection:
+    """One client connection: read a request, answer it, repeat while keep-alive holds."""
+
+    def __init__(
+        self, server: HttpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.reader, self.writer = reader, writer
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_header_size)
+        self.peer = _peer_name(writer)
+        self.deadline: float | None = None
+
+    async def serve(self) -> None:
+        """Requests in order until the client closes, idles out or is refused."""
+        while True:
+            try:
+                request = await self._receive()
+            except _Refused as refused:
+                if not refused.counted:
+                    self.server.stats.reject(refused.reason)
+                await self._send(refused.response, close=True)
+                await _linger(self.reader, self.writer)
+                return
+            if request is None:
+                return
+            await self._send(await self.server.dispatch(request))
+            if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+                return
+            self.h11.start_next_cycle()
+
+    async def _receive(self) -> Request | None:
+        """The next whole request; None when the client closed or stayed idle."""
+        pending, _ = self.h11.trailing_data
+        self.deadline = self._now() + self.server.read_timeout if pending else None
+        head = await self._next_event()
+        if isinstance(head, h11.ConnectionClosed):
+            return None
+        assert isinstance(head, h11.Request)
+        self._check_head_size(head)
+        self._apply_guard(head)  # before the length: a stranger learns no limits
+        self._check_declared_length(head)
+        if self.h11.they_are_waiting_for_100_continue:
+            await self._write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+        body = await self._read_body()
+        return _request(head, body, self.peer)
+
+    def _check_head_size(self, head: h11.Request) -> None:
+        """431 for big headers: h11 bounds only an incomplete head, this one that arrived
+        whole in a single read."""
+        size = len(head.target) + sum(len(name) + len(value) + 4 for name, value in head.headers)
+        if size > self.server.max_header_size:
+            raise _Refused("bad_request", error_response(431, "request headers too large"))
+
+    def _check_declared_length(self, head: h11.Request) -> None:
+        """413 on the declared length alone, so an oversized body is never read."""
+        for name, value in head.headers:
+            if name == b"content-length" and int(value) > self.server.max_body:
+                raise _Refused("too_large", self._too_large())
+
+    def _apply_guard(self, head: h11.Request) -> None:
+        refusal = self.server.admit(_request(head, b"", self.peer))
+        if refusal is not None:
+            raise _Refused("guard", refusal, counted=True)
+
+    def _too_large(self) -> Response:
+        return error_response(413, f"body larger than {self.server.max_body} bytes")
+
+    async def _read_body(self) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.EndOfMessage):
+                return b"".join(parts)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self.server.max_body:  # chunked bodies declare no length
+                    raise _Refused("too_large", self._too_large())
+                parts.append(bytes(event.data))
+
+    async def _next_event(self) -> h11.Event:
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                raise _Refused("bad_request", error_response(status, str(exc))) from None
+            if isinstance(event, h11.Event):
+                return event
+            assert event is h11.NEED_DATA  # PAUSED only comes after a whole request
+            self.h11.receive_data(await self._read())
+
+    async def _read(self) -> bytes:
+        """Some bytes; b"" (end of input) when an idle connection times out.
+
+        The first byte of a request starts its `read_timeout`, which covers the whole
+        request: a client trickling a byte at a time cannot hold a slot for longer.
+        """
+        timeout = self.server.idle_timeout
+        if self.deadline is not None:
+            timeout = max(0.0, self.deadline - self._now())
+        try:
+            data = await asyncio.wait_for(self.reader.read(_CHUNK), timeout)
+        except TimeoutError:
+            if self.deadline is None:
+                return b""
+            raise _Refused("timeout", error_response(408, "request not received in time")) from None
+        if self.deadline is None:
+            self.deadline = self._now() + self.server.read_timeout
+        return data
+
+    async def _send(self, response: Response, *, close: bool = False) -> None:
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return  # the answer is already (partly) sent
+        headers = [
+            ("content-type", response.content_type),
+            ("content-length", str(len(response.body))),
+            ("date", formatdate(usegmt=True)),
+            *response.headers,
+        ]
+        if close:
+            headers.append(("connection", "close"))
+        reason = _reason(response.status)
+        head = h11.Response(status_code=response.status, headers=headers, reason=reason)
+        await self._write(
+            self.h11.send(head), self.h11.send(h11.Data(data=response.body)),
+            self.h11.send(h11.EndOfMessage()),
+        )  # fmt: skip
+
+    async def _write(self, *chunks: bytes | None) -> None:
+        """Write and wait until sent; a client that stops reading times out like one that
+        stops writing."""
+        self.writer.write(b"".join(chunk for chunk in chunks if chunk))
+        await asyncio.wait_for(self.writer.drain(), self.server.read_timeout)
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+
+def _request(head: h11.Request, body: bytes, peer: str) -> Request:
+    target = head.target.decode("ascii", errors="replace")
+    path, _, query = target.partition("?")
+    headers: dict[str, str] = {}
+    for name, value in head.headers:
+        key, text = name.decode("ascii"), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return Request(
+        method=head.method.decode("ascii"),
+        path=path,
+        query=dict(urllib.parse.parse_qsl(query)),
+        headers=headers,
+        body=body,
+        peer=peer,
+    )
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _peer_name(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+def _busy_response() -> bytes:
+    body = orjson.dumps({"error": "too many connections, retry later"})
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+_BUSY: Final = _busy_response()
+
+
+async def _refuse_busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer 503 without parsing anything: a connection over the limit gets no slot."""
+    writer.write(_BUSY)
+    await _linger(reader, writer)
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, then discard what the client still sends, for at most `_LINGER` s.
+
+    Closing a socket with unread input makes the kernel send a reset, which can
+    destroy the answer before the client reads it: the 413 a client never sees.
+    """
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(_LINGER):
+            await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+            while await reader.read(_CHUNK):
+                pass
