@@ -1,4 +1,4 @@
-"""Every YAML example in docs/pipelines.md loads, compiles and processes events.
+"""Every YAML example in docs/pipelines.md runs, and every one in docs/sources.md loads.
 
 An example is either a `pipelines:` section or a list of steps; it is wrapped into an
 agent config whose streams are every stream the example names, then sample events
@@ -63,3 +63,25 @@ def test_doc_example_runs(text: str) -> None:
         batch.keys = [e["device"] for e in SAMPLE]
         chain.process(batch, side)
         chain.flush(side)
+
+
+SOURCES_DOC = Path(__file__).parent.parent / "docs" / "sources.md"
+SOURCE_EXAMPLES = re.findall(r"```yaml\n(.*?)```", SOURCES_DOC.read_text(), re.DOTALL)
+
+
+def test_every_source_kind_has_an_example() -> None:
+    kinds = {s["type"] for text in SOURCE_EXAMPLES for s in yaml.safe_load(text)["sources"]}
+    assert kinds == {
+        "mqtt", "simulated", "system", "thermal", "w1", "iio", "gpio", "command", "file", "http",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text", SOURCE_EXAMPLES, ids=[f"source{i}" for i in range(len(SOURCE_EXAMPLES))]
+)
+def test_source_doc_example_loads(text: str) -> None:
+    example = yaml.safe_load(text)
+    streams = {s["stream"]: {} for s in example["sources"]}
+    config = {"device_id": "doc", "streams": streams, **example}
+    loaded = parse_agent_config(yaml.safe_dump(config))
+    assert [s.name for s in loaded.sources] == [s["name"] for s in example["sources"]]
