@@ -2,7 +2,13 @@
 
 from agent.queue.durable import DATABASE_NAME, DurableQueue
 from agent.queue.errors import CommitFailedError, QueueClosedError, QueueError, UnknownStreamError
-from agent.queue.records import InflightMark, NewEvent, StreamLimits, StreamStats
+from agent.queue.records import (
+    InflightMark,
+    NewEvent,
+    StreamLimits,
+    StreamStats,
+    encode_payload,
+)
 from agent.queue.streams import DEADLETTER_STREAM
 from agent.queue.transaction import WriteTx
 
@@ -19,4 +25,5 @@ __all__ = [
     "StreamStats",
     "UnknownStreamError",
     "WriteTx",
+    "encode_payload",
 ]

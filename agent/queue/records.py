@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from sync.outbox import StoredEvent
 
@@ -26,6 +29,16 @@ class NewEvent:
     def size(self) -> int:
         """Bytes this event counts against its stream's `max_bytes`."""
         return event_size(self.payload, self.key, self.topic, self.headers)
+
+
+def encode_payload(fields: Any) -> bytes:
+    """JSON bytes for an event that will wait in memory (a batch awaiting its commit).
+
+    orjson returns its 4 KiB working buffer as the bytes object; joining copies the
+    text into an object of its own size, so 5,000 pending small events hold 0.5 MB,
+    not 20 MB.
+    """
+    return b"".join((orjson.dumps(fields), b""))
 
 
 def event_size(payload: bytes, key: str | None, topic: str | None, headers: str | None) -> int:

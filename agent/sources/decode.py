@@ -16,7 +16,7 @@ import orjson
 
 from agent.config.mqtt_source import KeyConfig, MqttSourceConfig, PayloadConfig
 from agent.pipeline.expr import EventMeta, compile_expression
-from agent.queue import NewEvent
+from agent.queue import NewEvent, encode_payload
 from agent.sources.payloads import DecodeFailure, parser_for
 from sync.mqtt.message import MqttMessage
 
@@ -79,7 +79,7 @@ class MessageDecoder:
             event_time = message.received_at
         if self._rewrites:
             value = self._enriched(value, message, event_time)
-            raw = orjson.dumps(value)
+            raw = encode_payload(value)
         if self._user_properties and message.user_properties:
             headers["user_properties"] = user_properties(message.user_properties)
         key = self._key_of(message, value, event_time)

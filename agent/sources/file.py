@@ -33,6 +33,7 @@ from agent.queue import (
     QueueClosedError,
     QueueError,
     WriteTx,
+    encode_payload,
 )
 from agent.sources.decode import DEADLETTER_SAMPLE, DeadLetter, field_path
 from agent.sources.file_follow import FileStats, Follower, Line, LongLine, Position
@@ -227,7 +228,7 @@ class LineDecoder:
         key = None if cfg.key_field is None else field_path(fields, cfg.key_field)
         found = None if cfg.time_field is None else field_path(fields, cfg.time_field)
         when = now if isinstance(found, bool) or not isinstance(found, int | float) else found
-        payload = orjson.dumps({**fields, **cfg.tags})
+        payload = encode_payload({**fields, **cfg.tags})
         return NewEvent(float(when), now, None if key is None else str(key), cfg.path, payload)
 
     def _dead(self, raw: bytes, size: int, reason: str, detail: str, now: float) -> DeadLetter:

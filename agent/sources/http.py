@@ -25,7 +25,7 @@ from typing import Any, Final
 import orjson
 
 from agent.config.http_source import HEALTH_PATH, HttpSourceConfig
-from agent.queue import DurableQueue, NewEvent, QueueError
+from agent.queue import DurableQueue, NewEvent, QueueError, encode_payload
 from agent.sources.decode import field_path
 from sync.http_server import HttpServer, Request, Response, error_response, json_response
 
@@ -219,7 +219,7 @@ class HttpSource:
             else:
                 event_time = float(found)
         key = None if cfg.key_field is None else field_path(obj, cfg.key_field)
-        payload = orjson.dumps({**obj, **cfg.tags})
+        payload = encode_payload({**obj, **cfg.tags})
         return NewEvent(
             event_time, arrival, None if key is None else str(key), cfg.path, payload, headers
         )

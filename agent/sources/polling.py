@@ -17,9 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import orjson
-
-from agent.queue import DurableQueue, NewEvent, QueueError
+from agent.queue import DurableQueue, NewEvent, QueueError, encode_payload
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +127,7 @@ class PollingSource:
                 now,
                 r.key,
                 None,
-                b"".join((orjson.dumps({**r.fields, **self.tags}), b"")),
+                encode_payload({**r.fields, **self.tags}),
             )
             for r in readings
         ]
