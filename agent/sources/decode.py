@@ -62,7 +62,19 @@ class MessageDecoder:
         self._rewrites = bool(config.payload.transforms or self._tags or self._topic_tags)
 
     def decode(self, message: MqttMessage) -> NewEvent | DeadLetter:
-        """The event a message becomes, or a dead letter saying why it cannot be one."""
+        """The event a message becomes, or a dead letter saying why it cannot be one.
+
+        Never raises: whatever a payload holds (an integer too large to encode, an
+        extraction giving something JSON cannot carry), one message must not stop the
+        source, and a message that raised would be redelivered and raise again.
+        """
+        try:
+            return self._decode(message)
+        except Exception as exc:
+            detail = f"cannot be stored: {type(exc).__name__}: {exc}"
+            return dead_letter(message, self._source, "undecodable", detail[:500])
+
+    def _decode(self, message: MqttMessage) -> NewEvent | DeadLetter:
         raw = message.payload
         if len(raw) > self._payload.max_size:
             reason = f"oversized: {len(raw)} bytes, max_size is {self._payload.max_size}"
@@ -130,7 +142,7 @@ def _event_time(value: Any, cfg: PayloadConfig, received_at: float) -> float:
     if cfg.time_field is None or not isinstance(value, dict):
         return received_at
     found = field_path(value, cfg.time_field)
-    if isinstance(found, bool) or not isinstance(found, int | float):
+    if isinstance(found, bool) or not isinstance(found, int | float) or abs(found) > 1e300:
         return received_at
     return float(found) / _TIME_DIVISOR[cfg.time_unit]  # division rounds exactly; * 1e-3 does not
 

@@ -142,8 +142,8 @@ class GpioReader:
             return
         try:
             self._drain(self._lines)
-        except OSError as exc:
-            self._failure = str(exc)
+        except Exception as exc:  # any error: stop watching, or a level-triggered fd spins
+            self._failure = str(exc) or type(exc).__name__
             self.close()
 
     def _drain(self, lines: GpioLines) -> None:

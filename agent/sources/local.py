@@ -54,5 +54,6 @@ def polling_source(config: PolledConfig, queue: DurableQueue) -> PollingSource:
     """The running source of a polled kind."""
     reader = READERS[type(config)](config)
     return PollingSource(
-        config.name, config.stream, config.interval, config.tags, queue, reader.read
-    )
+        config.name, config.stream, config.interval, config.tags, queue, reader.read,
+        getattr(reader, "close", None),
+    )  # fmt: skip

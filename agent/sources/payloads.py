@@ -28,6 +28,10 @@ class DecodeFailure:
     detail: str
 
 
+INT_MIN: Final = -(2**63)
+UINT_LIMIT: Final = 2**64
+"""Integers stored as numbers fit a signed or unsigned 64-bit word."""
+
 Parser = Callable[[bytes], Any]
 """Bytes to a decoded value, or a DecodeFailure."""
 
@@ -105,13 +109,19 @@ def parse_keyvalue(raw: bytes) -> Any:
 
 
 def to_number(text: str) -> int | float | None:
-    """An int or a finite float spelled in `text`, else None (`nan`, `inf`, `1_000` are not)."""
+    """An int or a finite float spelled in `text`, else None (`nan`, `inf`, `1_000` are not).
+
+    An integer beyond 64 bits is not a number here: JSON consumers (and orjson) cannot
+    carry it, and such long digit strings are identifiers (a SIM's ICCID), kept as text.
+    """
     if "_" in text:
         return None
     try:
-        return int(text)
+        whole = int(text)
     except ValueError:
         pass
+    else:
+        return whole if INT_MIN <= whole < UINT_LIMIT else None
     try:
         number = float(text)
     except ValueError:

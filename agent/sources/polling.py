@@ -80,11 +80,14 @@ class PollingSource:
         tags: dict[str, str],
         queue: DurableQueue,
         read: Read,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self.name, self.stream, self.interval = name, stream, interval
         self.tags = dict(tags)
         self.queue = queue
         self.read = read
+        self.release = release
+        """Called when the source stops: gives back what reads hold open (GPIO lines)."""
         self.stats = PollingStats()
         self.conditions = ConditionLog(name)
 
@@ -92,12 +95,16 @@ class PollingSource:
         """Poll until cancelled, on slots anchored at the first poll."""
         start = time.monotonic()
         slot = 0
-        while True:
-            delay = time.monotonic() - (start + slot * self.interval)
-            self.stats.slot_delays = [*self.stats.slot_delays[-999:], delay]
-            await self.poll_once()
-            slot = self._next_slot(start, slot, time.monotonic())
-            await asyncio.sleep(max(0.0, start + slot * self.interval - time.monotonic()))
+        try:
+            while True:
+                delay = time.monotonic() - (start + slot * self.interval)
+                self.stats.slot_delays = [*self.stats.slot_delays[-999:], delay]
+                await self.poll_once()
+                slot = self._next_slot(start, slot, time.monotonic())
+                await asyncio.sleep(max(0.0, start + slot * self.interval - time.monotonic()))
+        finally:
+            if self.release is not None:
+                self.release()
 
     def _next_slot(self, start: float, slot: int, now: float) -> int:
         """The next slot still in the future; the ones a slow read overran are skipped."""

@@ -3,7 +3,9 @@
 Buckets are kept for the most recently seen topics only (bounded memory however many
 topics appear): a topic whose bucket was evicted starts again with a full bucket,
 which at worst lets one extra burst through. Time is the message's arrival time, so
-the decision does not depend on when the store loop gets to the message.
+the decision does not depend on when the store loop gets to the message; a wall clock
+stepped back (an NTP correction) mints no tokens for the step and refills from the new
+time on, instead of starving the topic until the clock catches up.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class TopicRateLimiter:
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
-        self._buckets[topic] = (tokens, max(now, last))
+        self._buckets[topic] = (tokens, now)  # a clock stepped back refills from `now` on
         if len(self._buckets) > self._max_topics:
             self._buckets.popitem(last=False)
         return allowed
