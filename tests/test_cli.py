@@ -103,5 +103,5 @@ def test_a_second_hub_cannot_open_the_same_store(tmp_path: Path) -> None:
     first = SqliteCentralStore(tmp_path / "central.db")
     with pytest.raises(StoreLockedError, match="owned by another hub process"):
         SqliteCentralStore(tmp_path / "central.db")
-    first.close()
-    SqliteCentralStore(tmp_path / "central.db").close()
+    first.close_now()
+    SqliteCentralStore(tmp_path / "central.db").close_now()

@@ -160,7 +160,7 @@ async def _run_all(
             for task in (sim, report, hub_task):
                 task.cancel()
     finally:
-        store.close()
+        store.close_now()
     print("demo stopped cleanly")
 
 

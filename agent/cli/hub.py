@@ -14,7 +14,7 @@ from agent.logs import setup_logging
 from sync.config.errors import ConfigError
 from sync.hub.config import HubConfig, load_hub_config
 from sync.hub.service import Hub
-from sync.hub.store import SqliteCentralStore, StoreLockedError
+from sync.hub.store import CentralStore, SqliteCentralStore, StoreLockedError
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,11 @@ def handle(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(config, store))
     finally:
-        store.close()
+        store.close_now()
     return 0
 
 
-async def _serve(config: HubConfig, store: SqliteCentralStore) -> None:
+async def _serve(config: HubConfig, store: CentralStore) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
     hub = Hub(config, store)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from dataclasses import dataclass
 
 from sync.backoff import retry_until_done
 from sync.failpoints import failpoint
 from sync.hub.config import HubConfig
-from sync.hub.store import CommitResult, SqliteCentralStore
+from sync.hub.store import BatchRefusedError, CentralStore, CommitResult, StoreUnavailableError
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.message import MqttMessage
 from sync.wire import Ack, Batch, WireFormatError, ack_topic, decode
@@ -31,8 +30,6 @@ from sync.wire import Ack, Batch, WireFormatError, ack_topic, decode
 log = logging.getLogger(__name__)
 
 _MAX_GROUP = 64
-# Errors caused by what a batch holds, not by the store: retrying cannot help.
-_CONTENT_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError)
 
 
 @dataclass(slots=True)
@@ -54,7 +51,7 @@ class _Received:
 class Hub:
     """One hub process: an MQTT subscription feeding a group-committing store."""
 
-    def __init__(self, config: HubConfig, store: SqliteCentralStore) -> None:
+    def __init__(self, config: HubConfig, store: CentralStore) -> None:
         self.config = config
         self.store = store
         self.stats = HubStats()
@@ -144,7 +141,7 @@ class Hub:
         try:
             results = await self._commit_retrying([b for _, b in accepted])
             return list(zip(accepted, results, strict=True)), []
-        except _CONTENT_ERRORS:
+        except BatchRefusedError:
             pass
         done: list[tuple[tuple[_Received, Batch], CommitResult]] = []
         refused: list[tuple[_Received, str]] = []
@@ -152,21 +149,16 @@ class Hub:
             try:
                 (result,) = await self._commit_retrying([pair[1]])
                 done.append((pair, result))
-            except (
-                sqlite3.IntegrityError,
-                sqlite3.InterfaceError,
-                OverflowError,
-                ValueError,
-            ) as exc:
+            except BatchRefusedError as exc:
                 refused.append((pair[0], f"central store refused the batch: {exc}"))
         return done, refused
 
     async def _commit_retrying(self, batches: list[Batch]) -> list[CommitResult]:
         """A failing store (disk full, locked, I/O) is retried: nothing is acked meanwhile."""
         return await retry_until_done(
-            lambda: asyncio.to_thread(self.store.commit, batches),
+            lambda: self.store.commit(batches),
             what="Central store commit",
-            errors=(sqlite3.OperationalError,),
+            errors=(StoreUnavailableError,),
             logger=log,
         )
 

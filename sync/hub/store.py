@@ -16,6 +16,7 @@ an exclusive lock file beside it and refuses a second writer.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import sqlite3
@@ -23,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -54,12 +56,42 @@ class StoreLockedError(RuntimeError):
     """Another hub process already owns this store file."""
 
 
+class StoreUnavailableError(RuntimeError):
+    """The store cannot commit right now (disk full, server down): retry, ack nothing."""
+
+
+class BatchRefusedError(ValueError):
+    """The store can never hold this batch (a value out of its range): reject it alone."""
+
+
 @dataclass(frozen=True, slots=True)
 class CommitResult:
     """What one batch added to the store."""
 
     committed: int
     duplicates: int
+
+
+class CentralStore(Protocol):
+    """Where the hub commits batches; the hub acks a batch only after `commit` returned.
+
+    `commit` is all-or-nothing for the batches it is given and idempotent per event
+    (device, epoch, stream, seq): committing a batch again adds nothing and counts its
+    events as duplicates. It raises StoreUnavailableError for a failure that may clear
+    and BatchRefusedError for content the store can never hold.
+    """
+
+    async def commit(self, batches: Sequence[Batch]) -> list[CommitResult]:
+        """Commit every batch, or none of them."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release the store."""
+        ...
+
+
+_TRANSIENT = (sqlite3.OperationalError,)
+_CONTENT = (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError)
 
 
 class SqliteCentralStore:
@@ -75,7 +107,16 @@ class SqliteCentralStore:
         for statement in _DDL:
             self._conn.execute(statement)
 
-    def commit(self, batches: Sequence[Batch]) -> list[CommitResult]:
+    async def commit(self, batches: Sequence[Batch]) -> list[CommitResult]:
+        """`commit_now` on a worker thread, its errors sorted into retry or refuse."""
+        try:
+            return await asyncio.to_thread(self.commit_now, batches)
+        except _TRANSIENT as exc:
+            raise StoreUnavailableError(f"SQLite store: {exc}") from exc
+        except _CONTENT as exc:
+            raise BatchRefusedError(f"SQLite store refused the batch: {exc}") from exc
+
+    def commit_now(self, batches: Sequence[Batch]) -> list[CommitResult]:
         """Insert every batch in one transaction; duplicates are ignored and counted."""
         now = time.time()
         self._conn.execute("BEGIN IMMEDIATE")
@@ -128,8 +169,12 @@ class SqliteCentralStore:
             (batch.device, now, now, batch.epoch),
         )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the database and release the owner lock."""
+        self.close_now()
+
+    def close_now(self) -> None:
+        """`close` for callers outside an event loop."""
         self._conn.close()
         os.close(self._lock_fd)
 

@@ -53,7 +53,7 @@ async def test_hostile_batches_are_rejected_and_the_hub_keeps_committing(
             await asyncio.sleep(0.1)
         hub_task.cancel()
         dev_task.cancel()
-    store.close()
+    store.close_now()
     assert sorted(a.status for a in acks) == ["ok", "rejected", "rejected", "rejected"]
     reasons = " | ".join(a.reason for a in acks)
     assert "batch too short" in reasons

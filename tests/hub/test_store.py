@@ -18,10 +18,10 @@ def events(first: int, last: int) -> list[StoredEvent]:
 
 def test_a_retried_batch_adds_nothing_and_is_counted(tmp_path: Path) -> None:
     store = SqliteCentralStore(tmp_path / "c.db")
-    first = store.commit([Batch("d", "e", "s", events(1, 10), [], 10)])
-    again = store.commit([Batch("d", "e", "s", events(1, 10), [], 10)])
+    first = store.commit_now([Batch("d", "e", "s", events(1, 10), [], 10)])
+    again = store.commit_now([Batch("d", "e", "s", events(1, 10), [], 10)])
     assert (first[0].committed, again[0].committed, again[0].duplicates) == (10, 0, 10)
-    store.close()
+    store.close_now()
     conn = sqlite3.connect(tmp_path / "c.db")
     assert conn.execute("SELECT count(*) FROM events").fetchone() == (10,)
     assert conn.execute("SELECT upto_seq, events, duplicates FROM positions").fetchone() == (
@@ -33,16 +33,16 @@ def test_a_retried_batch_adds_nothing_and_is_counted(tmp_path: Path) -> None:
 
 def test_a_new_epoch_is_not_a_duplicate(tmp_path: Path) -> None:
     store = SqliteCentralStore(tmp_path / "c.db")
-    store.commit([Batch("d", "e1", "s", events(1, 5), [], 5)])
-    (result,) = store.commit([Batch("d", "e2", "s", events(1, 5), [], 5)])
+    store.commit_now([Batch("d", "e1", "s", events(1, 5), [], 5)])
+    (result,) = store.commit_now([Batch("d", "e2", "s", events(1, 5), [], 5)])
     assert result.committed == 5
-    store.close()
+    store.close_now()
 
 
 def test_a_resent_gap_that_grew_is_widened(tmp_path: Path) -> None:
     store = SqliteCentralStore(tmp_path / "c.db")
-    store.commit([Batch("d", "e", "s", [], [Gap(11, 11, "drop_newest", 1.0)], 11)])
-    store.commit([Batch("d", "e", "s", [], [Gap(11, 15, "drop_newest", 1.0)], 15)])
-    store.close()
+    store.commit_now([Batch("d", "e", "s", [], [Gap(11, 11, "drop_newest", 1.0)], 11)])
+    store.commit_now([Batch("d", "e", "s", [], [Gap(11, 15, "drop_newest", 1.0)], 15)])
+    store.close_now()
     conn = sqlite3.connect(tmp_path / "c.db")
     assert conn.execute("SELECT first_seq, last_seq FROM gaps").fetchall() == [(11, 15)]
