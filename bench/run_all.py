@@ -15,7 +15,14 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ("queue_append", "mqtt_ingest", "uplink_drain", "agent_rss", "window_engine")
+BENCHMARKS = (
+    "queue_append",
+    "mqtt_ingest",
+    "uplink_drain",
+    "agent_rss",
+    "window_engine",
+    "sources_cost",
+)
 TIME_LIMIT = 600.0
 
 
