@@ -9,6 +9,7 @@ import logging
 import sys
 from typing import Any
 
+from agent.cli import hub_status
 from agent.cli.common import EXIT_CONFIG, install_stop_signals, print_config_error
 from agent.logs import setup_logging
 from sync.config.errors import ConfigError
@@ -20,10 +21,20 @@ log = logging.getLogger(__name__)
 
 
 def register(commands: Any) -> None:
-    """Add the `hub` subcommand."""
-    parser = commands.add_parser("hub", help="run the central hub")
+    """Add the `hub` subcommand: `hub -c FILE` serves, `hub status -c FILE` shows the fleet."""
+    parser = commands.add_parser("hub", help="run the central hub, or show its fleet")
+    parser.add_argument(
+        "action", nargs="?", choices=("run", "status"), default="run",
+        help="run (the default) serves; status prints the fleet table from the store",
+    )  # fmt: skip
     parser.add_argument("-c", "--config", required=True, help="hub YAML file")
-    parser.set_defaults(handler=handle)
+    hub_status.add_arguments(parser)
+    parser.set_defaults(handler=dispatch)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """`hub status` or `hub [run]`."""
+    return hub_status.handle(args) if args.action == "status" else handle(args)
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -173,6 +173,13 @@ class Hub:
         self.connection.ack(item.message.mid, item.message.qos)
         await self.connection.publish(ack_topic(self._prefix, batch.device), ack.to_bytes(), qos=1)
 
+    async def _count_rejection(self, device: str, reason: str) -> None:
+        """Best effort: a store that cannot count right now must not hold the hub up."""
+        try:
+            await self.store.record_rejection(device, reason)
+        except Exception as exc:
+            log.warning("Could not count a rejection for %s in the store: %s", device, exc)
+
     async def _reject(self, item: _Received, reason: str) -> None:
         """Refuse a batch for good: ack it to the broker and tell the device why.
 
@@ -181,6 +188,8 @@ class Hub:
         """
         self.stats.rejected += 1
         log.warning("Rejected a batch on %s: %s", item.message.topic, reason)
+        if item.device:
+            await self._count_rejection(item.device, reason)
         self.connection.ack(item.message.mid, item.message.qos)
         if item.device:
             ack = Ack("", "", "", 0, "rejected", reason=reason)

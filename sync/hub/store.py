@@ -5,8 +5,13 @@ Schema (documented in docs/sync-protocol.md, the contract for central consumers)
     events(device, epoch, stream, seq, event_time, ingest_time, key, topic, payload,
            headers, received_at)       PRIMARY KEY (device, epoch, stream, seq)
     gaps(device, epoch, stream, first_seq, last_seq, reason, recorded_at, received_at)
-    positions(device, epoch, stream, upto_seq, events, duplicates, updated_at)
-    devices(device, first_seen, last_seen, last_epoch)
+    positions(device, epoch, stream, upto_seq, events, duplicates, updated_at,
+              last_event_time)
+    devices(device, first_seen, last_seen, last_epoch, clock_skew, rejected,
+            last_rejection, last_rejected_at)
+
+Columns added after the first release are added to an older file when it is opened
+(`_COLUMNS_ADDED`), so a hub upgrade never needs a manual migration.
 
 Deduplication is the primary key: `INSERT OR IGNORE` in the same transaction as the
 position update, so a retried batch or a batch redelivered after a hub crash between
@@ -50,6 +55,13 @@ _DDL = (
         last_epoch TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_by_time ON events(device, stream, event_time)",
 )
+_COLUMNS_ADDED = (
+    ("positions", "last_event_time", "REAL"),
+    ("devices", "clock_skew", "REAL"),
+    ("devices", "rejected", "INTEGER NOT NULL DEFAULT 0"),
+    ("devices", "last_rejection", "TEXT"),
+    ("devices", "last_rejected_at", "REAL"),
+)
 
 
 class StoreLockedError(RuntimeError):
@@ -85,6 +97,10 @@ class CentralStore(Protocol):
         """Commit every batch, or none of them."""
         ...
 
+    async def record_rejection(self, device: str, reason: str) -> None:
+        """Count a batch refused for `device` (the device of the topic it came on)."""
+        ...
+
     async def close(self) -> None:
         """Flush and release the store."""
         ...
@@ -106,6 +122,7 @@ class SqliteCentralStore:
         self._conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         for statement in _DDL:
             self._conn.execute(statement)
+        _add_missing_columns(self._conn)
 
     async def commit(self, batches: Sequence[Batch]) -> list[CommitResult]:
         """`commit_now` on a worker thread, its errors sorted into retry or refuse."""
@@ -156,17 +173,38 @@ class SqliteCentralStore:
         return CommitResult(committed, duplicates)
 
     def _update_position(self, batch: Batch, committed: int, duplicates: int, now: float) -> None:
+        newest = max((e.event_time for e in batch.events), default=None)
         self._conn.execute(
-            "INSERT INTO positions VALUES (?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO positions (device, epoch, stream, upto_seq, events, duplicates,"
+            " updated_at, last_event_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(device, epoch, stream) DO UPDATE SET"
             " upto_seq = max(upto_seq, excluded.upto_seq), events = events + excluded.events,"
-            " duplicates = duplicates + excluded.duplicates, updated_at = excluded.updated_at",
-            (batch.device, batch.epoch, batch.stream, batch.upto_seq, committed, duplicates, now),
-        )
+            " duplicates = duplicates + excluded.duplicates, updated_at = excluded.updated_at,"
+            " last_event_time = max(coalesce(last_event_time, excluded.last_event_time),"
+            " coalesce(excluded.last_event_time, last_event_time))",
+            (batch.device, batch.epoch, batch.stream, batch.upto_seq, committed, duplicates, now,
+             newest),
+        )  # fmt: skip
         self._conn.execute(
-            "INSERT INTO devices VALUES (?, ?, ?, ?) ON CONFLICT(device) DO UPDATE SET"
+            "INSERT INTO devices (device, first_seen, last_seen, last_epoch)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT(device) DO UPDATE SET"
             " last_seen = excluded.last_seen, last_epoch = excluded.last_epoch",
             (batch.device, now, now, batch.epoch),
+        )
+
+    async def record_rejection(self, device: str, reason: str) -> None:
+        """Count a refused batch on the device's row (created if the device is new)."""
+        await asyncio.to_thread(self.record_rejection_now, device, reason, time.time())
+
+    def record_rejection_now(self, device: str, reason: str, now: float) -> None:
+        """`record_rejection` on the calling thread (autocommit: one statement)."""
+        self._conn.execute(
+            "INSERT INTO devices (device, first_seen, last_seen, last_epoch, rejected,"
+            " last_rejection, last_rejected_at) VALUES (?, ?, ?, '', 1, ?, ?)"
+            " ON CONFLICT(device) DO UPDATE SET rejected = rejected + 1,"
+            " last_rejection = excluded.last_rejection,"
+            " last_rejected_at = excluded.last_rejected_at",
+            (device, now, now, reason[:500], now),
         )
 
     async def close(self) -> None:
@@ -177,6 +215,14 @@ class SqliteCentralStore:
         """`close` for callers outside an event loop."""
         self._conn.close()
         os.close(self._lock_fd)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older hub up to this schema (columns only ever added)."""
+    for table, column, declaration in _COLUMNS_ADDED:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def _lock_exclusive(path: Path) -> int:

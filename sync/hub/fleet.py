@@ -1,0 +1,122 @@
+"""The fleet as the hub's SQLite store sees it: per device and per stream, read-only.
+
+This is the proof of delivery an operator asks for: for each device, the last
+committed sequence per stream, when it was last heard from, how far its newest event
+lags, the events it lost before upload (gaps, with reasons), the duplicates the hub
+dropped and the batches it refused. It reads the store through a read-only
+connection, so `edgestream hub status` works beside a running hub (WAL) or without it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRow:
+    """One (device, epoch, stream): how far the hub has committed it."""
+
+    device: str
+    epoch: str
+    stream: str
+    upto_seq: int
+    events: int
+    duplicates: int
+    gaps: int
+    lost: int
+    """Events covered by the stream's gaps (dropped on the device before upload)."""
+    updated_at: float
+    last_event_time: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """One device: totals over its streams and epochs, and what the hub saw of it."""
+
+    device: str
+    first_seen: float
+    last_seen: float
+    last_epoch: str
+    streams: int
+    events: int
+    duplicates: int
+    gaps: int
+    lost: int
+    last_event_time: float | None
+    clock_skew: float | None
+    rejected: int
+    last_rejection: str | None
+
+    def lag(self, now: float) -> float | None:
+        """Seconds between now and the newest event time committed for the device."""
+        return None if self.last_event_time is None else now - self.last_event_time
+
+
+@dataclass(frozen=True, slots=True)
+class GapRow:
+    """Events a device dropped before they reached the hub, and why."""
+
+    device: str
+    epoch: str
+    stream: str
+    first_seq: int
+    last_seq: int
+    reason: str
+    recorded_at: float
+
+
+@contextmanager
+def read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the store; FileNotFoundError when there is none."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no central store at {path}")
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
+        yield conn
+
+
+_STREAMS = """
+    SELECT p.device, p.epoch, p.stream, p.upto_seq, p.events, p.duplicates,
+           count(g.first_seq), coalesce(sum(g.last_seq - g.first_seq + 1), 0),
+           p.updated_at, p.last_event_time
+    FROM positions p LEFT JOIN gaps g
+      ON g.device = p.device AND g.epoch = p.epoch AND g.stream = p.stream
+    GROUP BY p.device, p.epoch, p.stream
+    ORDER BY p.device, p.stream, p.updated_at
+"""
+
+_DEVICES = """
+    SELECT d.device, d.first_seen, d.last_seen, d.last_epoch,
+           count(p.stream), coalesce(sum(p.events), 0), coalesce(sum(p.duplicates), 0),
+           (SELECT count(*) FROM gaps g WHERE g.device = d.device),
+           (SELECT coalesce(sum(g.last_seq - g.first_seq + 1), 0)
+              FROM gaps g WHERE g.device = d.device),
+           max(p.last_event_time), d.clock_skew, d.rejected, d.last_rejection
+    FROM devices d LEFT JOIN positions p ON p.device = d.device
+    GROUP BY d.device
+    ORDER BY d.device
+"""
+
+
+def stream_rows(conn: sqlite3.Connection, device: str | None = None) -> list[StreamRow]:
+    """Every committed (device, epoch, stream), optionally of one device."""
+    rows = [StreamRow(*row) for row in conn.execute(_STREAMS)]
+    return [r for r in rows if device is None or r.device == device]
+
+
+def device_rows(conn: sqlite3.Connection) -> list[DeviceRow]:
+    """Every device the hub has committed for or refused a batch from."""
+    return [DeviceRow(*row) for row in conn.execute(_DEVICES)]
+
+
+def gap_rows(conn: sqlite3.Connection, device: str | None = None) -> list[GapRow]:
+    """Every recorded gap, optionally of one device, oldest first."""
+    sql = "SELECT device, epoch, stream, first_seq, last_seq, reason, recorded_at FROM gaps"
+    params: tuple[str, ...] = ()
+    if device is not None:
+        sql += " WHERE device = ?"
+        params = (device,)
+    return [GapRow(*row) for row in conn.execute(sql + " ORDER BY recorded_at", params)]
