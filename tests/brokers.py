@@ -111,6 +111,37 @@ def make_test_pki(directory: Path) -> BrokerPki:
     return BrokerPki(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
 
 
+@dataclasses.dataclass(frozen=True)
+class ClientCert:
+    """A client certificate signed by the test CA; its CN is the MQTT identity."""
+
+    cert_file: Path
+    key_file: Path
+
+
+def make_client_cert(pki: BrokerPki, common_name: str) -> ClientCert:
+    """Issue a client certificate for `common_name` from the test CA (needs the CA key)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    directory = pki.ca_file.parent
+    key_file, csr = directory / f"{common_name}.key", directory / f"{common_name}.csr"
+    cert_file = directory / f"{common_name}.pem"
+    extensions = directory / f"{common_name}.ext"
+    extensions.write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=clientAuth\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _run(openssl, "req", *ec, "-keyout", key_file, "-out", csr, "-subj", f"/CN={common_name}")
+    _run(
+        openssl, "x509", "-req", "-in", csr, "-CA", pki.ca_file,
+        "-CAkey", directory / "ca.key", "-CAcreateserial", "-out", cert_file,
+        "-days", "2", "-extfile", extensions,
+    )  # fmt: skip
+    return ClientCert(cert_file, key_file)
+
+
 def _run(*command: str | Path) -> None:
     subprocess.run([str(part) for part in command], check=True, capture_output=True)
 
