@@ -8,10 +8,19 @@ turn a fully read `Request` into a `Response`.
 
 What a client cannot do here: send a body over `max_body` (413 as soon as it is
 known, before the rest is read), headers over `max_header_size` (431), open more than
-`max_connections` connections (503), take longer than `read_timeout` to send one
-request (408, the slowloris defence), keep an idle connection past `idle_timeout`, or
-crash the server with a handler bug (500, logged once per distinct error). Every error
-body is JSON: `{"error": "..."}`.
+`max_connections` connections, or more than `max_per_peer` from one address (503),
+take longer than `read_timeout` to send one request, the first one counted from the
+accept (408, the slowloris defence: a connection that sends nothing holds its slot
+that long, not `idle_timeout`), keep an idle connection past `idle_timeout`, crash the
+server with a handler bug (500), or flood the log: every per-request error is logged
+once per distinct error, repeats are only counted. Every error body is JSON:
+`{"error": "..."}`. HEAD is answered by the GET handler of the path, with the GET
+answer's headers (its content-length included) and no body.
+
+Closing is graceful for work already started: `close()` stops listening, ends idle and
+still-reading connections at once, and lets requests being handled finish and send
+their answer, for up to `close_grace` seconds. A handler may be committing what the
+client sent; cutting it off would make the client retry what was stored, a duplicate.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ _CHUNK: Final = 65536
 _LINGER: Final = 1.0
 """Seconds spent discarding unread input before closing a refused connection."""
 _MAX_LOGGED_FAILURES: Final = 100
+"""Distinct errors remembered as logged; past that each new one is still logged once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,22 +129,29 @@ class HttpServer:
         max_body: int,
         name: str,
         max_connections: int = 64,
+        max_per_peer: int | None = None,
         idle_timeout: float = 30.0,
         read_timeout: float = 10.0,
         max_header_size: int = 16384,
+        close_grace: float = 5.0,
         guard: Guard | None = None,
     ) -> None:
+        """`max_per_peer` defaults to a quarter of `max_connections` (at least 1)."""
         self.routes = dict(routes)
         self.host, self.requested_port, self.name = host, port, name
         self.max_body, self.max_connections = max_body, max_connections
+        self.max_per_peer = max(1, max_connections // 4) if max_per_peer is None else max_per_peer
         self.idle_timeout, self.read_timeout = idle_timeout, read_timeout
         self.max_header_size = max_header_size
+        self.close_grace = close_grace
         self.guard = guard
         self.stats = ServerStats()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[object]] = set()
+        self._handling: set[asyncio.Task[object]] = set()
+        self._per_peer: dict[str, int] = {}
         self._active = 0
-        self._closing = False
+        self.closing = False
         self._logged_failures: set[str] = set()
 
     async def start(self) -> None:
@@ -150,17 +167,31 @@ class HttpServer:
         return port
 
     async def close(self) -> None:
-        """Stop listening and end every open connection (their requests are abandoned)."""
+        """Stop listening, let requests being handled answer (for up to `close_grace` s),
+        and end every other connection: their requests were not yet read, so a client
+        that retries them duplicates nothing."""
         server, self._server = self._server, None
         if server is None:
             return
-        self._closing = True
+        self.closing = True
         server.close()
+        for task in self._tasks - self._handling:
+            task.cancel()
+        if self._handling:
+            await asyncio.wait(set(self._handling), timeout=self.close_grace)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.wait_closed()
+
+    def handling(self, task: asyncio.Task[object], busy: bool) -> None:
+        """Mark a connection as between a whole request and its sent answer, the part
+        close() waits for."""
+        if busy:
+            self._handling.add(task)
+        else:
+            self._handling.discard(task)
 
     async def __aenter__(self) -> HttpServer:
         await self.start()
@@ -180,33 +211,49 @@ class HttpServer:
         task.set_name(f"{self.name}.connection")
         self._tasks.add(task)
         try:
-            if self._active >= self.max_connections:
-                self.stats.reject("busy")
-                await _refuse_busy(reader, writer)
-                return
-            self._active += 1
-            self.stats.connections += 1
-            try:
-                await _Connection(self, reader, writer).serve()
-            finally:
-                self._active -= 1
+            await self._serve_or_refuse(task, reader, writer)
         except (OSError, TimeoutError):
             pass  # the client went away or stopped reading: nothing left to answer
         except h11.LocalProtocolError as exc:  # a response h11 refuses to send
-            log.error("Server %s: could not send a response: %s", self.name, exc)
+            self._log_once(f"send {exc}", "Server %s: could not send a response: %s",
+                           self.name, exc)  # fmt: skip
         except asyncio.CancelledError:
-            if not self._closing:
+            if not self.closing:
                 raise
             # Ended by close(): finish quietly, as asyncio 3.11 logs a cancelled
             # connection task as an error.
         finally:
             self._tasks.discard(task)
+            self._handling.discard(task)
             writer.close()
+
+    async def _serve_or_refuse(
+        self, task: asyncio.Task[object], reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:  # fmt: skip
+        """Serve the connection in a free slot, or answer 503 without parsing anything."""
+        host = _peer_host(writer)
+        if self._active >= self.max_connections:
+            self.stats.reject("busy")
+            return await _refuse_busy(reader, writer)
+        if self._per_peer.get(host, 0) >= self.max_per_peer:
+            self.stats.reject("busy_peer")
+            return await _refuse_busy(reader, writer)
+        self._active += 1
+        self._per_peer[host] = self._per_peer.get(host, 0) + 1
+        self.stats.connections += 1
+        try:
+            await _Connection(self, task, reader, writer).serve()
+        finally:
+            self._active -= 1
+            self._per_peer[host] -= 1
+            if not self._per_peer[host]:
+                del self._per_peer[host]
 
     async def dispatch(self, request: Request) -> Response:
         """Run the route's handler; a handler that raises answers 500 and never escapes."""
         self.stats.requests += 1
-        handler = self.routes.get((request.method, request.path))
+        handler = self._route(request.method, request.path)
         if handler is None:
             return self._unrouted(request)
         try:
@@ -227,46 +274,68 @@ class HttpServer:
             self._log_failure(request, exc)
             return error_response(500, "internal error, see the server log")
 
+    def _route(self, method: str, path: str) -> Handler | None:
+        """The handler of (method, path); HEAD falls back to GET, whose body is not sent."""
+        handler = self.routes.get((method, path))
+        if handler is None and method == "HEAD":
+            handler = self.routes.get(("GET", path))
+        return handler
+
     def _unrouted(self, request: Request) -> Response:
-        allowed = sorted(method for method, path in self.routes if path == request.path)
+        allowed = {method for method, path in self.routes if path == request.path}
+        if "GET" in allowed:
+            allowed.add("HEAD")
         if not allowed:
             self.stats.reject("not_found")
             return error_response(404, f"no such path: {request.path}")
         self.stats.reject("method_not_allowed")
         message = f"{request.method} is not allowed on {request.path}"
-        return error_response(405, message, [("allow", ", ".join(allowed))])
+        return error_response(405, message, [("allow", ", ".join(sorted(allowed)))])
 
     def _log_failure(self, request: Request, exc: Exception) -> None:
-        """Log each distinct failure once with its traceback, so a bug hit per request
-        does not flood the log; repeats are only counted."""
+        """Log a handler's failure with its traceback, once per distinct failure."""
         signature = f"{request.method} {request.path} {type(exc).__name__}: {exc}"
+        self._log_once(
+            signature, "Server %s: handler of %s %s failed (repeats are not logged)",
+            self.name, request.method, request.path, exc_info=exc,
+        )  # fmt: skip
+
+    def _log_once(
+        self, signature: str, message: str, *args: object, exc_info: Exception | None = None
+    ) -> None:
+        """Log an error the first time its `signature` is seen: any client can trigger a
+        per-request error at will, and must not be able to flood the log with it."""
         if signature in self._logged_failures:
             return
         if len(self._logged_failures) < _MAX_LOGGED_FAILURES:
             self._logged_failures.add(signature)
-        log.error(
-            "Server %s: handler of %s %s failed (repeats are not logged)",
-            self.name, request.method, request.path, exc_info=exc,
-        )  # fmt: skip
+        log.error(message, *args, exc_info=exc_info)
 
 
 class _Connection:
     """One client connection: read a request, answer it, repeat while keep-alive holds."""
 
     def __init__(
-        self, server: HttpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        server: HttpServer,
+        task: asyncio.Task[object],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
-        self.server = server
+        self.server, self.task = server, task
         self.reader, self.writer = reader, writer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_header_size)
         self.peer = _peer_name(writer)
         self.deadline: float | None = None
+        self.head_only = False
 
     async def serve(self) -> None:
-        """Requests in order until the client closes, idles out or is refused."""
+        """Requests in order until the client closes, idles out, is refused or the
+        server closes."""
+        first = True
         while True:
             try:
-                request = await self._receive()
+                request = await self._receive(first)
             except _Refused as refused:
                 if not refused.counted:
                     self.server.stats.reject(refused.reason)
@@ -275,19 +344,36 @@ class _Connection:
                 return
             if request is None:
                 return
-            await self._send(await self.server.dispatch(request))
+            await self._answer(request)
             if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
                 return
             self.h11.start_next_cycle()
+            first = False
 
-    async def _receive(self) -> Request | None:
-        """The next whole request; None when the client closed or stayed idle."""
+    async def _answer(self, request: Request) -> None:
+        """Dispatch and send, marked busy so that close() waits for it."""
+        self.server.handling(self.task, True)
+        try:
+            response = await self.server.dispatch(request)
+            await self._send(response, close=self.server.closing)
+        finally:
+            self.server.handling(self.task, False)
+
+    async def _receive(self, first: bool) -> Request | None:
+        """The next whole request; None when the client closed or stayed idle.
+
+        The first request's `read_timeout` runs from the accept: a connection that sends
+        nothing must not hold a slot for the longer `idle_timeout`.
+        """
+        self.head_only = False  # a refusal before the head is parsed sends its body
         pending, _ = self.h11.trailing_data
-        self.deadline = self._now() + self.server.read_timeout if pending else None
+        timed = first or bool(pending)
+        self.deadline = self._now() + self.server.read_timeout if timed else None
         head = await self._next_event()
         if isinstance(head, h11.ConnectionClosed):
             return None
         assert isinstance(head, h11.Request)
+        self.head_only = head.method == b"HEAD"
         self._check_head_size(head)
         self._apply_guard(head)  # before the length: a stranger learns no limits
         self._check_declared_length(head)
@@ -374,8 +460,9 @@ class _Connection:
             headers.append(("connection", "close"))
         reason = _reason(response.status)
         head = h11.Response(status_code=response.status, headers=headers, reason=reason)
+        body = b"" if self.head_only else response.body  # h11 fixes a HEAD body at 0 bytes
         await self._write(
-            self.h11.send(head), self.h11.send(h11.Data(data=response.body)),
+            self.h11.send(head), self.h11.send(h11.Data(data=body)) if body else None,
             self.h11.send(h11.EndOfMessage()),
         )  # fmt: skip
 
@@ -418,6 +505,14 @@ def _peer_name(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+def _peer_host(writer: asyncio.StreamWriter) -> str:
+    """The client's address without its port: what `max_per_peer` counts by."""
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
     return str(peer)
 
 

@@ -32,14 +32,25 @@ async def broken(request: Request) -> Response:
     raise ZeroDivisionError("handler bug")
 
 
-ROUTES = {("POST", "/echo"): echo, ("GET", "/echo"): echo, ("GET", "/broken"): broken}
+async def hello(request: Request) -> Response:
+    return json_response(200, {"hello": "world"})
+
+
+async def unsendable(request: Request) -> Response:
+    return Response(200, b"{}", headers=(("bad header", "x"),))  # h11 refuses the name
+
+
+ROUTES = {
+    ("POST", "/echo"): echo, ("GET", "/echo"): echo, ("GET", "/broken"): broken,
+    ("GET", "/unsendable"): unsendable, ("GET", "/hello"): hello,
+}  # fmt: skip
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[HttpServer]:
     async with HttpServer(
         ROUTES, host="127.0.0.1", port=0, max_body=1000, name="test", max_connections=2,
-        idle_timeout=0.5, read_timeout=0.3,
+        max_per_peer=2, idle_timeout=0.5, read_timeout=0.3,
     ) as running:  # fmt: skip
         yield running
 
@@ -62,14 +73,28 @@ async def read_reply(reader: asyncio.StreamReader) -> Reply:
     return int(status_line.split()[1]), headers, body
 
 
-async def closed(reader: asyncio.StreamReader) -> bool:
-    """True when the server closed the connection within 5 s (EOF after any leftover)."""
+async def closed(reader: asyncio.StreamReader, within: float = 5.0) -> bool:
+    """True when the server closed the connection within `within` s (EOF after any
+    leftover), False when it is still open then."""
     try:
-        while await asyncio.wait_for(reader.read(65536), 5):
-            pass
-    except OSError:  # reset, or broken pipe after the client's own late write
+        async with asyncio.timeout(within):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:  # an OSError since 3.11 (PEP 3151 alias): test it first
+        return False
+    except (ConnectionResetError, BrokenPipeError):  # a reset is a close too
         pass
     return True
+
+
+async def test_closed_is_false_for_a_connection_the_server_keeps_open(
+    server: HttpServer,
+) -> None:
+    reader, writer = await connect(server)
+    writer.write(request("GET", "/echo"))
+    assert (await read_reply(reader))[0] == 200
+    assert not await closed(reader, within=0.1)  # idle_timeout is 0.5 s
+    writer.close()
 
 
 async def test_keep_alive_serves_two_requests_on_one_connection(server: HttpServer) -> None:
@@ -129,7 +154,7 @@ async def test_unknown_path_is_404_and_wrong_method_is_405_with_allow(
     assert status == 404 and orjson.loads(body) == {"error": "no such path: /nothing"}
     writer.write(request("DELETE", "/echo", b"abc"))
     status, headers, _ = await read_reply(reader)
-    assert status == 405 and headers["allow"] == "GET, POST"
+    assert status == 405 and headers["allow"] == "GET, HEAD, POST"
     writer.write(request("GET", "/echo"))  # still the same connection
     assert (await read_reply(reader))[0] == 200
     writer.close()
@@ -260,3 +285,141 @@ async def test_a_guard_refuses_before_the_body_is_read() -> None:
         writer.write(request("POST", "/echo", b"abc", "X-Pass: yes"))
         assert (await read_reply(reader))[0] == 200
         writer.close()
+
+
+async def test_head_is_answered_like_get_with_its_length_and_no_body(
+    server: HttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader, writer = await connect(server)
+    writer.write(request("GET", "/hello"))
+    _, _, get_body = await read_reply(reader)
+    with caplog.at_level(logging.ERROR, logger="sync.http_server"):
+        writer.write(request("HEAD", "/hello"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"content-length: %d\r\n" % len(get_body) in head
+        writer.write(request("GET", "/hello"))  # no body came between the two answers
+        status, _, body = await read_reply(reader)
+    assert (status, body) == (200, get_body)
+    writer.write(request("HEAD", "/hello") + b"NOT HTTP AT ALL\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # the HEAD answer
+    status, _, body = await read_reply(reader)  # after a HEAD, an error keeps its body
+    assert status == 400 and "error" in orjson.loads(body)
+    assert caplog.records == []
+    writer.close()
+
+
+async def test_head_on_a_post_only_path_is_405_listing_head_with_get(
+    server: HttpServer,
+) -> None:
+    reader, writer = await connect(server)
+    writer.write(request("HEAD", "/broken"))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 500 ")  # a GET route: HEAD runs its handler
+    writer.write(request("PUT", "/echo"))
+    status, headers, _ = await read_reply(reader)
+    assert status == 405 and headers["allow"] == "GET, HEAD, POST"
+    writer.close()
+
+
+async def test_a_response_that_cannot_be_sent_is_logged_once(
+    server: HttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="sync.http_server"):
+        for _ in range(3):
+            reader, writer = await connect(server)
+            writer.write(request("GET", "/unsendable"))
+            assert await closed(reader)
+            writer.close()
+    assert len(caplog.records) == 1 and "could not send" in caplog.records[0].getMessage()
+
+
+async def test_a_silent_connection_must_send_its_first_request_within_read_timeout() -> None:
+    async with HttpServer(
+        ROUTES, host="127.0.0.1", port=0, max_body=10, name="t", idle_timeout=5,
+        read_timeout=0.3,
+    ) as server:  # fmt: skip
+        reader, writer = await connect(server)
+        started = time.monotonic()
+        assert await closed(reader, within=2)  # not after the 5 s idle_timeout
+        assert time.monotonic() - started > 0.25
+        assert server.stats.rejected == {"timeout": 1}
+        writer.close()
+
+
+async def test_connections_from_one_peer_are_capped() -> None:
+    async with HttpServer(
+        ROUTES, host="127.0.0.1", port=0, max_body=10, name="t", max_connections=8,
+        max_per_peer=2,
+    ) as server:  # fmt: skip
+        held = [await connect(server) for _ in range(2)]
+        for reader, writer in held:
+            writer.write(request("GET", "/echo"))
+            assert (await read_reply(reader))[0] == 200
+        reader, writer = await connect(server)
+        writer.write(request("GET", "/echo"))
+        status, headers, _ = await read_reply(reader)
+        assert status == 503 and headers["retry-after"] == "1"
+        assert server.stats.rejected == {"busy_peer": 1}
+        held[0][1].close()
+        await closed(held[0][0])
+        await asyncio.sleep(0.05)  # the server sees the close and frees the slot
+        reader, writer = await connect(server)
+        writer.write(request("GET", "/echo"))
+        assert (await read_reply(reader))[0] == 200
+        for _, held_writer in held:
+            held_writer.close()
+        writer.close()
+
+
+def test_the_default_per_peer_cap_is_a_quarter_of_the_connections() -> None:
+    server = HttpServer(ROUTES, host="127.0.0.1", port=0, max_body=10, name="t")
+    assert (server.max_connections, server.max_per_peer) == (64, 16)
+
+
+async def test_close_lets_a_request_being_handled_finish() -> None:
+    entered = asyncio.Event()
+
+    async def slow(request: Request) -> Response:
+        entered.set()
+        await asyncio.sleep(0.3)  # a queue commit, say
+        return json_response(200, {"done": True})
+
+    routes = {**ROUTES, ("POST", "/slow"): slow}
+    server = HttpServer(routes, host="127.0.0.1", port=0, max_body=10, name="t")
+    await server.start()
+    idle_reader, idle_writer = await connect(server)
+    reader, writer = await connect(server)
+    writer.write(request("POST", "/slow", b"x"))
+    await asyncio.wait_for(entered.wait(), 5)
+    closing = asyncio.create_task(server.close())
+    status, headers, body = await read_reply(reader)
+    assert (status, orjson.loads(body)) == (200, {"done": True})
+    assert headers["connection"] == "close"
+    assert await closed(reader) and await closed(idle_reader, within=1)
+    await asyncio.wait_for(closing, 5)
+    writer.close()
+    idle_writer.close()
+
+
+async def test_close_cancels_a_handler_still_running_after_the_grace() -> None:
+    cancelled = asyncio.Event()
+
+    async def stuck(request: Request) -> Response:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            cancelled.set()
+        return json_response(200, {})
+
+    routes = {("GET", "/stuck"): stuck}
+    server = HttpServer(routes, host="127.0.0.1", port=0, max_body=10, name="t", close_grace=0.2)
+    await server.start()
+    reader, writer = await connect(server)
+    writer.write(request("GET", "/stuck"))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await asyncio.wait_for(server.close(), 5)
+    assert 0.15 < time.monotonic() - started < 2 and cancelled.is_set()
+    assert await closed(reader)
+    writer.close()

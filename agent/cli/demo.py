@@ -26,7 +26,7 @@ from agent.cli.common import install_stop_signals
 from agent.config.load import load_agent_config
 from agent.daemon import Agent
 from agent.logs import setup_logging
-from sync.hub.config import load_hub_config
+from sync.hub.config import SqliteStoreConfig, load_hub_config
 from sync.hub.service import Hub
 from sync.hub.store import SqliteCentralStore
 from sync.mqtt.connection import MqttConnection
@@ -138,7 +138,10 @@ async def _run_all(
 ) -> None:
     agent_config = load_agent_config(agent_path)
     hub_config = load_hub_config(hub_path)
-    store = SqliteCentralStore(hub_config.store.path, hub_config.store.synchronous)
+    settings = hub_config.store
+    if not isinstance(settings, SqliteStoreConfig):  # the demo's own template says sqlite
+        raise TypeError("the demo hub runs on the SQLite store")
+    store = SqliteCentralStore(settings.path, settings.synchronous)
     hub = Hub(hub_config, store)
     agent = Agent(agent_config)
     stop = asyncio.Event()

@@ -12,10 +12,19 @@ from typing import Any
 from agent.cli import hub_status
 from agent.cli.common import EXIT_CONFIG, install_stop_signals, print_config_error
 from agent.logs import setup_logging
+from sync.backoff import retry_until_done
 from sync.config.errors import ConfigError
-from sync.hub.config import HubConfig, load_hub_config
+from sync.hub.config import HubConfig, SqliteStoreConfig, load_hub_config
+from sync.hub.jetstream_config import JetStreamStoreConfig
+from sync.hub.republish import Republisher
 from sync.hub.service import Hub
-from sync.hub.store import CentralStore, SqliteCentralStore, StoreLockedError
+from sync.hub.store import (
+    CentralStore,
+    SqliteCentralStore,
+    StoreConfigError,
+    StoreLockedError,
+    StoreUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +47,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def handle(args: argparse.Namespace) -> int:
-    """Validate, take ownership of the store, serve until stopped."""
+    """Validate, open the store (owning it, for SQLite), serve until stopped."""
     try:
         config = load_hub_config(args.config)
     except ConfigError as error:
@@ -46,24 +55,68 @@ def handle(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     setup_logging(config.log_level)
     try:
-        store = SqliteCentralStore(config.store.path, config.store.synchronous)
-    except StoreLockedError as error:
+        asyncio.run(_serve(config))
+    except (StoreLockedError, StoreConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    try:
-        asyncio.run(_serve(config, store))
-    finally:
-        store.close_now()
     return 0
 
 
-async def _serve(config: HubConfig, store: CentralStore) -> None:
+async def _open_store(config: HubConfig) -> CentralStore:
+    """The configured store; a JetStream server not reachable yet is waited for."""
+    store = config.store
+    if isinstance(store, SqliteStoreConfig):
+        republish = config.republish is not None
+        return SqliteCentralStore(store.path, store.synchronous, republish=republish)
+    return await retry_until_done(
+        lambda: _open_jetstream(store, f"edgestream-hub-{config.hub_id}"),
+        what="Opening the JetStream store",
+        errors=(StoreUnavailableError,),
+        logger=log,
+    )
+
+
+async def _open_jetstream(settings: JetStreamStoreConfig, name: str) -> CentralStore:
+    from sync.hub.jetstream_store import JetStreamCentralStore  # nats-py only for this store
+
+    return await JetStreamCentralStore.open(settings, name=name)
+
+
+def _republisher(config: HubConfig, store: CentralStore) -> Republisher | None:
+    """The MQTT republish sink, when configured (the config allows it with SQLite only)."""
+    if config.republish is None or not isinstance(store, SqliteCentralStore):
+        return None
+    return Republisher(config.republish, config.broker, store, config.hub_id)
+
+
+def _where(config: HubConfig) -> str:
+    store = config.store
+    if isinstance(store, SqliteStoreConfig):
+        return store.path
+    return f"JetStream stream {store.stream} at {', '.join(store.servers)}"
+
+
+async def _serve(config: HubConfig) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    hub = Hub(config, store)
-    task = asyncio.create_task(hub.run(), name="edgestream[hub]")
-    log.info("Hub %s serving %s into %s", config.hub_id, config.broker.url, config.store.path)
+    opening = asyncio.create_task(_open_store(config), name="edgestream[hub].open")
     stopping = asyncio.create_task(stop.wait(), name="edgestream[hub].stop")
+    await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not opening.done():
+        opening.cancel()
+        stopping.cancel()
+        return
+    store = opening.result()
+    try:
+        await _run_hub(config, store, stopping)
+    finally:
+        await store.close()
+
+
+async def _run_hub(config: HubConfig, store: CentralStore, stopping: asyncio.Task[Any]) -> None:
+    hub = Hub(config, store, _republisher(config, store))
+    task = asyncio.create_task(hub.run(), name="edgestream[hub]")
+    log.info("Hub %s serving %s into %s", config.hub_id, config.broker.url, _where(config))
     await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     task.cancel()

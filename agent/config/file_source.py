@@ -55,9 +55,20 @@ class FileSourceConfig(PolledSourceKeys):
     )
     time_field: str | None = setting(
         default=None,
-        doc="Dotted path of a field holding the event time in epoch seconds; unset or "
-        "not a number: the time the line was read.",
+        doc="Dotted path of a field holding the event time as an epoch number (see "
+        "time_unit); unset, not a number, or more than a day ahead of the read time "
+        "(then counted under time_in_future): the time the line was read.",
         example="ts",
+    )
+    time_unit: Literal["s", "ms", "us", "ns"] = setting(
+        default="s", doc="Unit of the epoch number in time_field."
+    )
+    rotate_wait: Duration = setting(
+        default=5.0,
+        doc="After a rotation the old file is read on until it has not grown for this "
+        "long, so lines its writer adds before reopening the log are kept; lines of the "
+        "new file wait meanwhile, in order.",
+        minimum=0.0,
     )
 
     def check(self) -> list[Problem]:

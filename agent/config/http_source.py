@@ -5,6 +5,11 @@ itself can write into the queue. Listening on a network address needs both
 `allow_remote: true` (saying so on purpose) and a token, because anyone on the LAN
 who can reach the port could otherwise fill the queue with forged readings that the
 hub then trusts as the device's own.
+
+A token is printable ASCII without whitespace, checked at load (and in token_file
+when the source starts, after its surrounding whitespace is stripped): an HTTP header
+cannot carry anything else intact (surrounding spaces are trimmed, other bytes read
+as latin-1), so any other token would pass the check and then refuse every request.
 """
 
 from __future__ import annotations
@@ -26,6 +31,19 @@ _LISTEN: Final = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\[\]:\s]+)):(?P<port>\d{1,5})"
 )
 _LISTEN_EXPECTED: Final = "expected host:port such as 127.0.0.1:8787 or [::1]:8787"
+_TOKEN_RULE: Final = (
+    "must be printable ASCII without whitespace, as an Authorization header carries "
+    "nothing else intact"
+)
+MAX_BODY_LIMIT: Final = 64 * 1024 * 1024
+MAX_EVENTS_LIMIT: Final = 1_000_000
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` could never match an Authorization header, or None; never quotes it."""
+    if all("!" <= char <= "~" for char in token):
+        return None
+    return _TOKEN_RULE
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -70,22 +88,25 @@ class HttpSourceConfig(PolledSourceKeys):
         default=1024 * 1024,
         doc="Largest request body accepted; a bigger one is answered 413 unread.",
         minimum=1,
+        maximum=MAX_BODY_LIMIT,
     )
     max_events: int = setting(
         default=10000,
         doc="Most events accepted in one request; more is answered 413.",
         minimum=1,
+        maximum=MAX_EVENTS_LIMIT,
     )
     token: str | None = setting(
         default=None,
-        doc="Bearer token every request must send (`Authorization: Bearer TOKEN`); "
-        "prefer `${VAR}` or token_file over writing it here.",
+        doc="Bearer token every request must send (`Authorization: Bearer TOKEN`), "
+        "printable ASCII without whitespace; prefer `${VAR}` or token_file over writing "
+        "it here.",
         example="${EDGESTREAM_HTTP_TOKEN}",
     )
     token_file: str | None = setting(
         default=None,
-        doc="File holding the token (trailing newline ignored), read when the source "
-        "starts; exclusive with token.",
+        doc="File holding the token (surrounding whitespace ignored), read when the "
+        "source starts, which retries while it is unreadable; exclusive with token.",
         example="/run/secrets/http_token",
     )
     key_field: str | None = setting(
@@ -111,12 +132,16 @@ class HttpSourceConfig(PolledSourceKeys):
         return parse_listen(self.listen)
 
     def resolved_token(self) -> str | None:
-        """The token, read from token_file when set; raises OSError or ValueError."""
+        """The token, read from token_file when set; raises OSError or ValueError, whose
+        message never holds the token."""
         if self.token_file is None:
             return self.token
-        token = Path(self.token_file).read_text(encoding="utf-8").rstrip("\r\n")
+        token = Path(self.token_file).read_bytes().strip().decode("latin-1")
         if not token:
             raise ValueError(f"token_file {self.token_file} is empty")
+        problem = token_problem(token)
+        if problem is not None:
+            raise ValueError(f"token_file {self.token_file}: the token {problem}")
         return token
 
     def check(self) -> list[Problem]:
@@ -134,7 +159,8 @@ class HttpSourceConfig(PolledSourceKeys):
             return [Problem("token_file", "cannot be used together with token")]
         if self.token == "":
             return [Problem("token", "must not be empty")]
-        return []
+        problem = None if self.token is None else token_problem(self.token)
+        return [] if problem is None else [Problem("token", problem)]
 
     def _remote_problems(self, host: str) -> list[Problem]:
         if is_loopback(host):

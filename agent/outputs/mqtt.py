@@ -21,6 +21,7 @@ from agent.queue import DurableQueue, QueueError
 from sync.backoff import retry_until_done
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.errors import MqttPublishError
+from sync.mqtt.topics import topic_level, topic_safe
 from sync.outbox import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,10 @@ class MqttOutput:
         `_` in every value, and `/` too in the key and payload fields (each is one level).
         """
         values: dict[str, str | PayloadField] = {
-            "device_id": _level(self.device_id),
-            "stream": _level(self.config.stream),
-            "key": _level(event.key or "_"),
-            "topic": _safe(event.topic or "_"),
+            "device_id": topic_level(self.device_id),
+            "stream": topic_level(self.config.stream),
+            "key": topic_level(event.key or "_"),
+            "topic": topic_safe(event.topic or "_"),
         }
         if self._reads_payload:
             values["payload"] = PayloadField(_decoded(event.payload))
@@ -125,7 +126,7 @@ class PayloadField:
         if value is None or type(value) in (dict, list):
             return "_"
         text = ("true" if value else "false") if type(value) is bool else str(value)
-        return _level(text)
+        return topic_level(text)
 
 
 def _decoded(payload: bytes) -> Any:
@@ -133,14 +134,3 @@ def _decoded(payload: bytes) -> Any:
         return orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
-
-
-_UNSAFE = str.maketrans({"+": "_", "#": "_", "\0": "_"})
-
-
-def _safe(text: str) -> str:
-    return text.translate(_UNSAFE)
-
-
-def _level(text: str) -> str:
-    return _safe(text).replace("/", "_") or "_"

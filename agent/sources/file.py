@@ -3,7 +3,8 @@
 Each batch of events is committed in one queue transaction with the read position
 that produced it (`file.<name>` / `position` in the state table), so a crash or a
 restart neither re-reads nor skips a line. Lines that cannot be decoded go to the
-dead-letter stream with their reason, counted, and reading goes on.
+dead-letter stream with their reason, counted, and reading goes on: no line, however
+odd, may stop the source, since a restart would meet the same line again.
 
 The file work (stat, a read of up to 1 MiB, splitting and decoding up to 5,000
 lines) runs on a worker thread: a cold read from an SD card, or decoding a full
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import logging
 import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -40,6 +42,11 @@ from agent.sources.file_follow import FileStats, Follower, Line, LongLine, Posit
 from agent.sources.polling import ConditionLog
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+MAX_FUTURE: Final = 86400.0
+INT_RANGE: Final = range(-(2**63), 2**64)
+_TIME_DIVISOR: Final = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 __all__ = ["FileSource", "FileStats"]
 
@@ -80,6 +87,7 @@ class FileSource:
             csv_header=config.format == "csv",
             conditions=self.conditions,
             stats=self.stats,
+            rotate_wait=config.rotate_wait,
         )
         self._committed: Position | None = None
 
@@ -104,9 +112,21 @@ class FileSource:
             self._follower.close()
 
     async def _load_position(self) -> Position | None:
+        """The stored position, unless it was taken for another path (then: start afresh)."""
         state = await self.queue.load_state(self.owner)
         raw = state.get("position")
-        return None if raw is None else Position.decode(raw)
+        position = None if raw is None else Position.decode(raw)
+        if position is None:
+            return None
+        if position.path is None:  # stored before positions named their path
+            return replace(position, path=self.config.path)
+        if position.path != self.config.path:
+            log.info(
+                "Source %s: path changed from %s to %s; starting afresh (start_at: %s)",
+                self.name, position.path, self.config.path, self.config.start_at,
+            )  # fmt: skip
+            return None
+        return position
 
     def _read_batch(self) -> Batch | None:
         """One follower step, decoded (on the worker thread); None after an I/O error."""
@@ -153,10 +173,13 @@ class FileSource:
 
     def _writer(self, batch: Batch) -> Callable[[WriteTx], None]:
         stream, owner = self.config.stream, self.owner
+        future = sum(1 for e in batch.events if e.headers and "time_in_future" in e.headers)
 
         def job(tx: WriteTx) -> None:
             if batch.events:
                 tx.append(stream, batch.events)
+            if future:
+                tx.incr(stream, "time_in_future", future)
             if batch.dead:
                 tx.append(DEADLETTER_STREAM, [d.event for d in batch.dead])
                 for d in batch.dead:
@@ -190,7 +213,19 @@ class LineDecoder:
         self._columns: tuple[str | None, list[str]] = (None, [])
 
     def decode(self, line: Line, header: str | None, now: float) -> NewEvent | DeadLetter:
-        """The event of a line; `header` is the csv header of the file it came from."""
+        """The event of a line; `header` is the csv header of the file it came from.
+
+        Any failure not foreseen is a dead letter too (`undecodable`): raised, it would
+        lose the batch and stop the source, and every restart would meet the same line.
+        """
+        try:
+            return self._decode(line, header, now)
+        except Exception as exc:  # the backstop described above
+            raw = line.sample if isinstance(line, LongLine) else line
+            detail = f"{type(exc).__name__}: {exc}"
+            return self._dead(raw, len(raw), "undecodable", detail, now)
+
+    def _decode(self, line: Line, header: str | None, now: float) -> NewEvent | DeadLetter:
         if isinstance(line, LongLine):
             detail = f"line longer than max_line ({self.config.max_line} bytes): {line.size}"
             return self._dead(line.sample, line.size, "oversized", detail, now)
@@ -202,7 +237,10 @@ class LineDecoder:
             return self._dead(raw, len(raw), "invalid_utf8", detail, now)
         except Refused as exc:
             return self._dead(raw, len(raw), exc.reason, exc.detail, now)
-        return self._event(fields, now)
+        try:
+            return self._event(fields, now)
+        except Refused as exc:
+            return self._dead(raw, len(raw), exc.reason, exc.detail, now)
 
     def _fields(self, text: str, header: str | None) -> dict[str, Any]:
         form = self.config.format
@@ -226,10 +264,28 @@ class LineDecoder:
     def _event(self, fields: dict[str, Any], now: float) -> NewEvent:
         cfg = self.config
         key = None if cfg.key_field is None else field_path(fields, cfg.key_field)
+        when, headers = self._event_time(fields, now), None
+        if when - now > MAX_FUTURE:  # a wrong unit or clock: as the MQTT and HTTP sources
+            headers = orjson.dumps({"time_in_future": repr(when)}).decode()
+            when = now
+        try:
+            payload = encode_payload({**fields, **cfg.tags})
+        except TypeError as exc:
+            raise Refused("undecodable", f"fields cannot be stored as JSON: {exc}") from None
+        key_text = None if key is None else str(key)
+        return NewEvent(when, now, key_text, cfg.path, payload, headers)
+
+    def _event_time(self, fields: dict[str, Any], now: float) -> float:
+        """The time field scaled to seconds; the read time when it is none, or no real time."""
+        cfg = self.config
         found = None if cfg.time_field is None else field_path(fields, cfg.time_field)
-        when = now if isinstance(found, bool) or not isinstance(found, int | float) else found
-        payload = encode_payload({**fields, **cfg.tags})
-        return NewEvent(float(when), now, None if key is None else str(key), cfg.path, payload)
+        if isinstance(found, bool) or not isinstance(found, int | float):
+            return now
+        try:
+            seconds = float(found) / _TIME_DIVISOR[cfg.time_unit]  # exact, unlike * 1e-3
+        except OverflowError:
+            return now
+        return seconds if math.isfinite(seconds) else now
 
     def _dead(self, raw: bytes, size: int, reason: str, detail: str, now: float) -> DeadLetter:
         """Like MQTT's dead letters: the reason in headers, a sample of the line as payload."""
@@ -271,11 +327,19 @@ def _regex_fields(text: str, pattern: re.Pattern[str]) -> dict[str, Any]:
 
 
 def _number_or_text(text: str) -> Any:
-    """An int or a finite float when the text is one, else the text unchanged."""
-    for kind in (int, float):
-        try:
-            number = kind(text)
-        except ValueError:
-            continue
-        return number if math.isfinite(number) else text
-    return text
+    """An int that fits 64 bits or a finite float when the text is one, else the text.
+
+    Longer runs of digits (a 20-digit ICCID, a serial number) stay text: as a float they
+    would lose digits, and JSON encoders and many consumers refuse wider integers.
+    """
+    try:
+        whole = int(text)
+    except ValueError:
+        pass
+    else:
+        return whole if whole in INT_RANGE else text
+    try:
+        real = float(text)
+    except ValueError:
+        return text
+    return real if math.isfinite(real) else text

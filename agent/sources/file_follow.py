@@ -1,19 +1,23 @@
 """Follow one file path like `tail -F`: the bytes of its complete lines, never twice.
 
 The read position names the file by identity (device, inode), not by path, so a
-rename rotation is seen as "the path now names another file". The protocol of one
+rename rotation is seen as "the path now names another file"; a fingerprint of the
+file's first bytes tells a reused inode from the file last read. The protocol of one
 `Follower.step()`:
 
 1. No file open: open the file the position names. When the path names another
    file, look for the old one among its siblings (`app.log.1`) and finish it first;
-   when it is nowhere, the unread rest of it is lost: a counted, logged gap, and the
-   path's file is read from 0.
+   when it is nowhere (or its first bytes differ), the unread rest of it is lost: a
+   counted, logged gap, and the path's file is read from 0.
 2. Read one bounded chunk after the offset and take its complete lines (a partial
    last line stays unread, the offset before it, until its newline arrives).
 3. Nothing complete: the reader is at the end of this file. If the path now names
-   another file, read once more (a writer may not have reopened yet), then take the
-   unterminated rest of the old file as its last line and switch to the new file
-   at 0. If the file shrank below the offset (copytruncate), start again from 0.
+   another file, keep reading this one until it has not grown for `rotate_wait` (its
+   writer appends to it until it reopens its log), then take its unterminated rest
+   as its last line and switch, at 0, to the oldest unread rotated sibling (after
+   more than one rotation since the last read), else to the path's file. Rotated
+   files in between that are gone or compressed are counted, logged gaps. If the
+   file shrank below the offset (copytruncate), start again from 0.
 
 The caller commits the events of a step together with `Step.position`, so a restart
 resumes exactly after the last line stored. The follower does blocking I/O and runs
@@ -24,8 +28,15 @@ lines.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import math
 import os
+import re
+import stat
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -39,6 +50,12 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES: Final = 1024 * 1024
 CHUNK_LINES: Final = 5000
 SAMPLE_BYTES: Final = 1024
+FINGERPRINT_BYTES: Final = 256
+MAX_SIBLINGS: Final = 20
+COMPRESSED: Final = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip")
+NUMBERED: Final = re.compile(r"\.([0-9]{1,9})")
+
+Identity = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +64,9 @@ class Position:
 
     `header` is the csv header line of that file; `skipping` says the offset is inside
     an over-long line already dead-lettered, whose rest up to its newline is dropped.
+    `path` is the configured path it was taken for (None: stored before paths were);
+    `fingerprint` is the digest of the file's first `fingerprint_size` bytes, so a new
+    file that got the inode of a deleted one is not resumed in the middle.
     """
 
     dev: int
@@ -54,16 +74,20 @@ class Position:
     offset: int
     header: str | None = None
     skipping: bool = False
+    path: str | None = None
+    fingerprint: str = ""
+    fingerprint_size: int = 0
 
     @property
-    def identity(self) -> tuple[int, int]:
+    def identity(self) -> Identity:
         return self.dev, self.ino
 
     def encode(self) -> bytes:
         """The bytes stored in the queue's state table."""
         return orjson.dumps(
             {"dev": self.dev, "ino": self.ino, "offset": self.offset,
-             "header": self.header, "skipping": self.skipping}
+             "header": self.header, "skipping": self.skipping, "path": self.path,
+             "fingerprint": self.fingerprint, "fingerprint_size": self.fingerprint_size}
         )  # fmt: skip
 
     @classmethod
@@ -71,13 +95,29 @@ class Position:
         """The stored position, or None (logged) when it cannot be read back."""
         try:
             data: Any = orjson.loads(raw)
+            path = data.get("path")
             return cls(
                 int(data["dev"]), int(data["ino"]), int(data["offset"]),
                 data.get("header"), bool(data.get("skipping", False)),
+                None if path is None else str(path), str(data.get("fingerprint", "")),
+                int(data.get("fingerprint_size", 0)),
             )  # fmt: skip
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             log.warning("Stored file position %r is unreadable (%s); starting afresh", raw, exc)
             return None
+
+
+def fingerprint(head: bytes) -> str:
+    return hashlib.blake2b(head, digest_size=16).hexdigest()
+
+
+def same_start(fd: int, position: Position) -> bool:
+    """Whether the open file still begins with the bytes the position's fingerprint saw."""
+    size = position.fingerprint_size
+    if size == 0:
+        return True
+    head = os.pread(fd, size, 0)
+    return len(head) == size and fingerprint(head) == position.fingerprint
 
 
 class LongLine(NamedTuple):
@@ -114,6 +154,66 @@ class Step:
     gaps: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Sibling:
+    """A regular file beside the followed path whose name starts with the path's name."""
+
+    path: str
+    identity: Identity
+    mtime_ns: int
+    number: int | None  # N of a numbered rotation, `app.log.N`
+    compressed: bool
+
+
+def rotated_siblings(path: str) -> list[Sibling]:
+    """The MAX_SIBLINGS most recently modified rotated files of `path` (bounded work)."""
+    folder, base = os.path.split(path)
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name != base and entry.name.startswith(base):
+                sibling = _sibling(entry, entry.name[len(base) :])
+                if sibling is not None:
+                    found.append(sibling)
+    found.sort(key=lambda s: s.mtime_ns, reverse=True)
+    return found[:MAX_SIBLINGS]
+
+
+def _sibling(entry: os.DirEntry[str], suffix: str) -> Sibling | None:
+    try:
+        st = entry.stat()
+    except OSError:
+        return None  # gone since the listing
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    numbered = NUMBERED.fullmatch(suffix)
+    number = None if numbered is None else int(numbered[1])
+    compressed = suffix.endswith(COMPRESSED)
+    return Sibling(entry.path, (st.st_dev, st.st_ino), st.st_mtime_ns, number, compressed)
+
+
+def _age(sibling: Sibling) -> tuple[int, int, str]:
+    """Oldest first: by modification time, then `.2` before `.1`, then by name (dates)."""
+    return sibling.mtime_ns, -(sibling.number or 0), sibling.path
+
+
+def skipped_between(
+    siblings: list[Sibling], finished: Identity, finished_mtime: int, chosen: Sibling | None
+) -> int:
+    """How many rotated files lie between the finished file and the next one, unreadable.
+
+    With numbered rotation (`app.log.3` finished, `app.log.1` next) they are the numbers
+    in between, whatever became of them; otherwise the compressed siblings modified in
+    between (compression keeps the time, so the finished file's own copy is not one).
+    """
+    done = next((s for s in siblings if s.identity == finished), None)
+    upper = 0 if chosen is None else chosen.number
+    if done is not None and done.number is not None and upper is not None:
+        return max(0, done.number - upper - 1)
+    limit = math.inf if chosen is None else chosen.mtime_ns
+    return sum(1 for s in siblings if s.compressed and finished_mtime < s.mtime_ns <= limit)
+
+
 class Follower:
     """The open file and the (not yet committed) position of one followed path."""
 
@@ -126,6 +226,8 @@ class Follower:
         csv_header: bool,
         conditions: ConditionLog,
         stats: FileStats,
+        rotate_wait: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self.max_line = max_line
@@ -133,16 +235,19 @@ class Follower:
         self.csv_header = csv_header
         self.conditions = conditions
         self.stats = stats
+        self.rotate_wait = rotate_wait
         self.position: Position | None = None
+        self._clock = clock
         self._start_at_end = start_at_end
         self._fd: int | None = None
-        self._rotated = False
+        self._unchanged: tuple[int, float] | None = None  # (size, since) of a replaced file
+        self._finished: deque[Identity] = deque(maxlen=MAX_SIBLINGS)
 
     def reset(self, position: Position | None) -> None:
         """Forget the open file and continue from `position` (the committed one)."""
         self.close()
         self.position = position
-        self._rotated = False
+        self._unchanged = None
 
     def close(self) -> None:
         """Close the open file, if any."""
@@ -179,19 +284,24 @@ class Follower:
         identity = self._stat_path()
         if position and identity != position.identity and self._open_rotated(position):
             return 0  # the old file, renamed: finish it first
-        if identity is None or not self._open_path(identity):
-            return 0
-        if position is not None and identity == position.identity:
+        if identity is None or not self._open_file(self.path, identity):
             return 0
         assert self._fd is not None
-        if position is not None:
-            self._gap(position)
-        self.position = self._fresh_position(self._fd, self._start_at_end and position is None)
-        return 0 if position is None else 1
+        if position is None:
+            self.position = self._fresh_position(self._fd, self._start_at_end)
+            return 0
+        if identity == position.identity and same_start(self._fd, position):
+            return 0  # the same file (else a new one that got the old one's inode)
+        self._lost(1, f"the file read up to byte {position.offset} is gone or was replaced")
+        self.position = self._fresh_position(self._fd, from_end=False)
+        return 1
 
-    def _open_path(self, identity: tuple[int, int]) -> bool:
-        """Open the path, unless it was replaced since its stat (then: at the next poll)."""
-        fd = os.open(self.path, os.O_RDONLY)
+    def _open_file(self, path: str, identity: Identity) -> bool:
+        """Open `path` if it still is the file `identity` names (else: at the next poll)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != identity:
             os.close(fd)
@@ -200,7 +310,7 @@ class Follower:
         self.conditions.cleared()
         return True
 
-    def _stat_path(self) -> tuple[int, int] | None:
+    def _stat_path(self) -> Identity | None:
         """The path's file identity, or None when it is missing (a logged condition)."""
         try:
             st = Path(self.path).stat()
@@ -212,36 +322,43 @@ class Follower:
 
     def _open_rotated(self, position: Position) -> bool:
         """Open the renamed old file among the path's siblings, to finish reading it."""
-        folder = Path(self.path).parent
-        with os.scandir(folder) as entries:
+        with os.scandir(Path(self.path).parent) as entries:
             for entry in entries:
                 if entry.inode() != position.ino or entry.path == self.path:
                     continue
-                fd = os.open(entry.path, os.O_RDONLY)
-                st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) == position.identity:
-                    log.info("Source file %s: finishing rotated %s first", self.path, entry.path)
-                    self._fd, self._rotated = fd, True
-                    return True
-                os.close(fd)
+                if self._open_file(entry.path, position.identity):
+                    assert self._fd is not None
+                    if same_start(self._fd, position):
+                        log.info(
+                            "Source file %s: finishing rotated %s first", self.path, entry.path
+                        )
+                        return True
+                    self.close()
         return False
 
-    def _gap(self, position: Position) -> None:
-        self.stats.gaps += 1
-        log.warning(
-            "Source file %s was replaced while not followed and its old file is gone: "
-            "lines after byte %d of it are lost (gap); reading the new file from the start",
-            self.path, position.offset,
-        )  # fmt: skip
+    def _lost(self, count: int, why: str) -> None:
+        """A counted, logged gap: lines that were never read and no longer can be."""
+        self.stats.gaps += count
+        log.warning("Source file %s: %s; their lines are lost (gap)", self.path, why)
 
     def _fresh_position(self, fd: int, from_end: bool) -> Position:
         """A file seen for the first time: from its start, or its end at first start."""
         st = os.fstat(fd)
         if not from_end:
-            return Position(st.st_dev, st.st_ino, 0)
+            return self._fingerprinted(Position(st.st_dev, st.st_ino, 0, path=self.path))
         offset, skipping = self._end_of_last_line(fd, st.st_size)
         header = self._first_line(fd) if self.csv_header and offset > 0 else None
-        return Position(st.st_dev, st.st_ino, offset, header, skipping)
+        fresh = Position(st.st_dev, st.st_ino, offset, header, skipping, self.path)
+        return self._fingerprinted(fresh)
+
+    def _fingerprinted(self, position: Position) -> Position:
+        """The position with the fingerprint of the file's first (up to 256) bytes."""
+        if position.fingerprint_size >= FINGERPRINT_BYTES or self._fd is None:
+            return position
+        head = os.pread(self._fd, FINGERPRINT_BYTES, 0)
+        if len(head) == position.fingerprint_size:
+            return position
+        return replace(position, fingerprint=fingerprint(head), fingerprint_size=len(head))
 
     def _end_of_last_line(self, fd: int, size: int) -> tuple[int, bool]:
         """Offset after the last complete line, so a partial one is later read whole."""
@@ -279,8 +396,8 @@ class Follower:
                 lines.append(raw)
         moved = replace(position, offset=position.offset + start, header=header,
                         skipping=skipping)  # fmt: skip
-        self.position = moved
-        return Step(lines, header, moved, more=True)
+        self.position = self._fingerprinted(moved) if start else moved
+        return Step(lines, header, self.position, more=True)
 
     def _long_tail(
         self, data: bytes, start: int, skipping: bool, lines: list[Line]
@@ -300,32 +417,72 @@ class Follower:
         """Nothing complete to read: switch after a rotation, restart after truncation."""
         assert self._fd is not None and self.position is not None
         identity = self._stat_path()
-        if identity is not None and identity != self.position.identity:
-            if not self._rotated:
-                self._rotated = True  # one more read of the old file before switching
-                return idle
-            return self._switch(data)
-        if identity is not None:
+        if identity is None:
+            return idle
+        if identity == self.position.identity:
             self.conditions.cleared()
+            self._unchanged = None
             return self._check_truncation(idle)
-        return idle
+        if not self._quiet(self.position.offset + len(data)):
+            return idle
+        return self._switch(data)
+
+    def _quiet(self, end: int) -> bool:
+        """Whether the replaced file, read to `end`, has not grown for rotate_wait.
+
+        Its writer appends to it until it reopens its log (logrotate's postrotate
+        signal, a daemon's next log call): leaving at its first end would lose those
+        lines and cut a half-written one in two.
+        """
+        assert self._fd is not None
+        size, now = os.fstat(self._fd).st_size, self._clock()
+        if self._unchanged is None or self._unchanged[0] != size:
+            self._unchanged = (size, now)
+            return False
+        return size <= end and now - self._unchanged[1] >= self.rotate_wait
 
     def _switch(self, rest: bytes) -> Step:
-        """The old file's unterminated rest becomes its last line; then the new file."""
-        assert self.position is not None
+        """The old file's unterminated rest becomes its last line; then the next file."""
+        assert self._fd is not None and self.position is not None
         old = self.position
         lines: list[Line] = []
         if rest and not old.skipping:
             too_long = len(rest) > self.max_line
             lines.append(LongLine(rest[:SAMPLE_BYTES], len(rest)) if too_long else rest)
+        finished_mtime = os.fstat(self._fd).st_mtime_ns
         self.close()
-        self._rotated = False
+        self._unchanged = None
+        self._finished.append(old.identity)
         self.stats.rotations += 1
-        log.info("Source file %s was rotated; reading the new file from the start", self.path)
-        self.position = None
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self.position = replace(old, offset=old.offset + len(rest), skipping=False)
+        gaps = self._open_next(finished_mtime)
+        return Step(lines, old.header, self.position, more=True, gaps=gaps)
+
+    def _open_next(self, finished_mtime: int) -> int:
+        """Open the oldest unread rotated sibling, else the path's file; returns gaps.
+
+        If neither can be opened now, the finished file stays the position: the next
+        step finds it again among the siblings and switches from it once more.
+        """
+        assert self.position is not None
+        finished, current = self.position.identity, self._stat_path()
+        siblings = rotated_siblings(self.path)
+        unread = [
+            s for s in siblings
+            if not s.compressed and s.mtime_ns >= finished_mtime
+            and s.identity != current and s.identity not in self._finished
+        ]  # fmt: skip
+        chosen = min(unread, key=_age, default=None)
+        gaps = skipped_between(siblings, finished, finished_mtime, chosen)
+        if gaps:
+            self._lost(gaps, f"{gaps} rotated file(s) since the last read are gone or compressed")
+        path, identity = (self.path, current) if chosen is None else (chosen.path, chosen.identity)
+        if identity is None or not self._open_file(path, identity):
+            return gaps
+        assert self._fd is not None
+        log.info("Source file %s was rotated; reading %s from the start", self.path, path)
         self.position = self._fresh_position(self._fd, from_end=False)
-        return Step(lines, old.header, self.position, more=True)
+        return gaps
 
     def _check_truncation(self, idle: Step) -> Step:
         assert self._fd is not None and self.position is not None
@@ -337,5 +494,6 @@ class Follower:
             "Source file %s was truncated (%d bytes, read up to %d); reading it from the start",
             self.path, size, self.position.offset,
         )  # fmt: skip
-        self.position = replace(self.position, offset=0, header=None, skipping=False)
+        self.position = replace(self.position, offset=0, header=None, skipping=False,
+                                fingerprint="", fingerprint_size=0)  # fmt: skip
         return Step([], None, self.position, more=True)

@@ -1,32 +1,48 @@
 """The `http` source: programs on the device POST events, the agent stores them durably.
 
 A request is atomic and its answer is a promise. Every event of one request is
-appended in one queue transaction, and 200 `{"accepted": n, "last_seq": s}` is sent
-only after that transaction committed: a client that got 200 may forget the events,
-a client that got anything else (or lost the connection) must retry, and a retry
-never leaves half a batch behind. One bad event refuses the whole request (400 with
-the line or index at fault), so a client never has to guess which part was stored.
+appended in one queue transaction, and 200 `{"accepted": a, "dropped": d, "last_seq":
+s}` is sent only after that transaction committed: a client that got 200 may forget
+the events, a client that got anything else (or lost the connection) must retry, and
+a retry never leaves half a batch behind. One bad event refuses the whole request (400
+with the line or index at fault), so a client never has to guess which part was
+stored.
+
+`accepted` counts the events stored, `dropped` those a full `overflow: drop_newest`
+stream discarded by its own policy: they still took a sequence number, recorded as a
+gap, so the hub learns of them too. That is still a 200, as the drop is the configured
+outcome and a retry would only be dropped again; a client that cares reads `dropped`.
 
 Bodies: a JSON object (one event), a JSON array of objects, or NDJSON (one object per
-line; `application/x-ndjson`, or simply several lines). A full `overflow: block`
-stream holds requests back for up to `ROOM_WAIT` seconds, then answers 503 with
-Retry-After: the backpressure reaches the client instead of growing the queue.
+line; `application/x-ndjson`, or simply several lines). A body over `PARSE_INLINE_MAX`
+is parsed in a worker thread, so a 1 MiB request does not stall the event loop (and
+every other source) for tens of milliseconds on a Pi; NDJSON parsing stops at the
+first event over `max_events`, so a body of tiny lines is refused (413) cheaply.
+
+A full `overflow: block` stream holds requests back for up to `ROOM_WAIT` seconds,
+then answers 503 with Retry-After: the backpressure reaches the client instead of
+growing the queue. A source that cannot start (token file unreadable, port in use)
+logs why once and retries with backoff: it never stops the agent's other sources.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
 
 from agent.config.http_source import HEALTH_PATH, HttpSourceConfig
-from agent.queue import DurableQueue, NewEvent, QueueError, encode_payload
+from agent.queue import DurableQueue, NewEvent, QueueError, WriteTx, encode_payload
 from agent.sources.decode import field_path
+from agent.sources.polling import ConditionLog
+from sync.backoff import Backoff
 from sync.http_server import HttpServer, Request, Response, error_response, json_response
 
 log = logging.getLogger(__name__)
@@ -36,6 +52,12 @@ MAX_FUTURE: Final = 86400.0
 ROOM_WAIT: Final = 5.0
 """Seconds a request waits for room in a full `block` stream before 503."""
 NDJSON_TYPES: Final = frozenset({"application/x-ndjson", "application/jsonl"})
+PARSE_INLINE_MAX: Final = 64 * 1024
+"""Bodies up to this size are parsed on the event loop (well under a millisecond);
+larger ones in a thread."""
+RETRY_INITIAL: Final = 1.0
+RETRY_MAX: Final = 10.0
+"""Backoff bounds, in seconds, between attempts to start a source that failed to."""
 
 
 class BadBody(ValueError):
@@ -47,24 +69,31 @@ class BadBody(ValueError):
         self.where = where
 
 
-def parse_body(body: bytes, content_type: str) -> list[dict[str, Any]]:
+class TooManyEvents(ValueError):
+    """A body with more events than `max_events`; parsing stopped at the first extra."""
+
+
+def parse_body(body: bytes, content_type: str, max_events: int) -> list[dict[str, Any]]:
     """The objects in a body: one object, an array of objects, or NDJSON lines.
 
-    A body that is not one JSON document but whose first line is one is read as NDJSON,
-    so `curl --data-binary @events.ndjson` works without a content type.
+    A body whose first line is a JSON value with more lines after it is read as NDJSON,
+    so `curl --data-binary @events.ndjson` works without a content type. More than
+    `max_events` objects raise TooManyEvents.
     """
     _check_utf8(body)
-    if content_type.partition(";")[0].strip().lower() in NDJSON_TYPES:
-        return _ndjson(body)
+    is_ndjson = content_type.partition(";")[0].strip().lower() in NDJSON_TYPES
+    if is_ndjson or _looks_like_ndjson(body):
+        return _ndjson(body, max_events)
     if not body.strip():
         raise BadBody("the body is empty", line=1)
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        if _first_line_is_json(body):
-            return _ndjson(body)
         raise BadBody(f"invalid JSON: {exc.msg}", line=exc.lineno) from None
-    return _objects(value)
+    objects = _objects(value)
+    if len(objects) > max_events:
+        raise TooManyEvents(max_events)
+    return objects
 
 
 def _check_utf8(body: bytes) -> None:
@@ -74,8 +103,23 @@ def _check_utf8(body: bytes) -> None:
         raise BadBody("invalid UTF-8", line=body.count(b"\n", 0, exc.start) + 1) from None
 
 
-def _first_line_is_json(body: bytes) -> bool:
-    first = next((line for line in body.split(b"\n") if line.strip()), b"")
+def _lines(body: bytes) -> Iterator[bytes]:
+    """The lines of a body one at a time: splitting 1 MiB of short lines into a list at
+    once costs tens of MiB."""
+    return iter(io.BytesIO(body))
+
+
+def _looks_like_ndjson(body: bytes) -> bool:
+    """True when the first non-blank line is a whole JSON value and more lines follow.
+
+    No single JSON document looks like that (a complete value may only be followed by
+    whitespace), and asking this first spares orjson a failed parse of the whole body,
+    which for 1 MiB of short lines allocates 12 MiB.
+    """
+    lines = (line for line in _lines(body) if line.strip())
+    first = next(lines, None)
+    if first is None or next(lines, None) is None:
+        return False
     try:
         orjson.loads(first)
     except orjson.JSONDecodeError:
@@ -94,11 +138,13 @@ def _objects(value: Any) -> list[dict[str, Any]]:
     return value
 
 
-def _ndjson(body: bytes) -> list[dict[str, Any]]:
+def _ndjson(body: bytes, max_events: int) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
-    for number, raw in enumerate(body.split(b"\n"), start=1):
+    for number, raw in enumerate(_lines(body), start=1):
         if not raw.strip():
             continue
+        if len(objects) == max_events:
+            raise TooManyEvents(max_events)
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -122,6 +168,8 @@ class HttpSourceStats:
 
     requests: int = 0
     stored: int = 0
+    dropped: int = 0
+    """Events a full `drop_newest` stream discarded (answered 200 with `dropped`)."""
     rejected: dict[str, int] = field(default_factory=dict)
 
 
@@ -135,6 +183,7 @@ class HttpSource:
         self._own = HttpSourceStats()
         self._server: HttpServer | None = None
         self._token: bytes | None = None
+        self.conditions = ConditionLog(config.name)
 
     @property
     def name(self) -> str:
@@ -155,10 +204,39 @@ class HttpSource:
         if self._server is not None:
             for reason, count in self._server.stats.rejected.items():
                 rejected[reason] = rejected.get(reason, 0) + count
-        return HttpSourceStats(self._own.requests, self._own.stored, rejected)
+        own = self._own
+        return HttpSourceStats(own.requests, own.stored, own.dropped, rejected)
 
     async def run(self) -> None:
-        """Listen and serve until cancelled; the socket is closed on the way out."""
+        """Listen and serve until cancelled; the socket is closed on the way out, after
+        the requests being stored have been answered (see HttpServer.close)."""
+        server = await self._start_until_listening()
+        try:
+            self._server = server
+            self.started.set()
+            host, _ = self.config.address
+            log.info("Source %s: listening on %s:%d%s", self.name, host, server.port,
+                     self.config.path)  # fmt: skip
+            await asyncio.Event().wait()
+        finally:
+            await server.close()
+
+    async def _start_until_listening(self) -> HttpServer:
+        """Start, retrying with backoff: an unreadable token file or a port in use is
+        logged once (and when it clears) and must not take the other sources down."""
+        backoff = Backoff(RETRY_INITIAL, RETRY_MAX)
+        while True:
+            try:
+                server = await self._start()
+            except (OSError, ValueError) as exc:  # ValueError: a bad token file
+                self.conditions.failed(f"cannot start: {exc}")
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            self.conditions.cleared()
+            return server
+
+    async def _start(self) -> HttpServer:
+        """Read the token and bind; raises OSError or ValueError saying why not."""
         token = await asyncio.to_thread(self.config.resolved_token)
         self._token = None if token is None else token.encode()
         host, port = self.config.address
@@ -167,12 +245,8 @@ class HttpSource:
             routes, host=host, port=port, max_body=self.config.max_body,
             name=f"edgestream[src.{self.name}]", guard=self._admit,
         )  # fmt: skip
-        async with server:
-            self._server = server
-            self.started.set()
-            log.info("Source %s: listening on %s:%d%s", self.name, host, server.port,
-                     self.config.path)  # fmt: skip
-            await asyncio.Event().wait()
+        await server.start()
+        return server
 
     async def _health(self, request: Request) -> Response:
         return json_response(200, {"status": "ok"})
@@ -185,16 +259,28 @@ class HttpSource:
         return self._authorize(request)
 
     async def _post(self, request: Request) -> Response:
-        arrival = time.time()
         try:
-            objects = parse_body(request.body, request.headers.get("content-type", ""))
+            events = await self._decode(request)
         except BadBody as exc:
             body = {"error": exc.message, **exc.where}
             return self._reject("bad_event", json_response(400, body))
-        if len(objects) > self.config.max_events:
-            message = f"{len(objects)} events, more than max_events {self.config.max_events}"
+        except TooManyEvents:
+            message = f"more than max_events {self.config.max_events} events in one request"
             return self._reject("too_many_events", error_response(413, message))
-        return await self._store([self._event(obj, arrival) for obj in objects])
+        return await self._store(events)
+
+    async def _decode(self, request: Request) -> list[NewEvent]:
+        """The request's events; a large body is parsed off the event loop."""
+        arrival = time.time()
+        content_type = request.headers.get("content-type", "")
+
+        def decode() -> list[NewEvent]:
+            objects = parse_body(request.body, content_type, self.config.max_events)
+            return [self._event(obj, arrival) for obj in objects]
+
+        if len(request.body) > PARSE_INLINE_MAX:
+            return await asyncio.to_thread(decode)
+        return decode()
 
     def _authorize(self, request: Request) -> Response | None:
         """None when the request carries the token (or none is configured), else a 401."""
@@ -228,7 +314,8 @@ class HttpSource:
         """Append all events in one transaction; answer 200 only after its commit."""
         stream = self.config.stream
         if not events:
-            return json_response(200, {"accepted": 0, "last_seq": self.queue.last_seq(stream)})
+            last_seq = self.queue.last_seq(stream)
+            return json_response(200, {"accepted": 0, "dropped": 0, "last_seq": last_seq})
         try:
             async with asyncio.timeout(ROOM_WAIT):
                 await self.queue.wait_for_room(stream)
@@ -236,15 +323,38 @@ class HttpSource:
             message = f"stream {stream} is full, retry later"
             return self._reject("queue_full", error_response(503, message, [("retry-after", "5")]))
         try:
-            seqs = await self.queue.transact(
-                lambda tx: tx.append(stream, events), weight=len(events)
+            last_seq, dropped = await self.queue.transact(
+                lambda tx: append_counting_drops(tx, stream, events), weight=len(events)
             )
         except QueueError as exc:
             log.warning("Source %s: could not store %d event(s): %s", self.name, len(events), exc)
             return self._reject("queue_error", error_response(503, f"not stored: {exc}"))
-        self._own.stored += len(events)
-        return json_response(200, {"accepted": len(events), "last_seq": seqs[-1]})
+        accepted = len(events) - dropped
+        self._own.stored += accepted
+        self._own.dropped += dropped
+        body = {"accepted": accepted, "dropped": dropped, "last_seq": last_seq}
+        return json_response(200, body)
 
     def _reject(self, reason: str, response: Response) -> Response:
         self._own.rejected[reason] = self._own.rejected.get(reason, 0) + 1
         return response
+
+
+def append_counting_drops(tx: WriteTx, stream: str, events: Sequence[NewEvent]) -> tuple[int, int]:
+    """Append `events`; (last sequence number, how many a full `drop_newest` stream dropped).
+
+    The queue decides what it drops and reports only sequence numbers, dropped or not.
+    When every event fits, nothing can be dropped and one append does; otherwise each
+    event is appended alone and a drop shows as a stream whose size did not grow (every
+    event counts at least its row overhead), so the count is the queue's own verdict.
+    """
+    state = tx.stream(stream)
+    total = sum(event.size for event in events)
+    if state.limits.overflow != "drop_newest" or state.bytes + total <= state.limits.max_bytes:
+        return tx.append(stream, events)[-1], 0
+    dropped = 0
+    for event in events:
+        before = state.bytes
+        last_seq = tx.append(stream, [event])[-1]
+        dropped += int(state.bytes == before)
+    return last_seq, dropped

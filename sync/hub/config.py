@@ -12,6 +12,8 @@ from sync.config.errors import IssueKind, Problem, describe
 from sync.config.fields import TAGGED_BY_TYPE, config_class, setting
 from sync.config.spec import load_config_file
 from sync.config.units import Size
+from sync.hub.jetstream_config import JetStreamStoreConfig
+from sync.hub.republish_config import RepublishConfig
 from sync.mqtt.config import MqttConnectionConfig
 from sync.uplink_config import DEVICE_ID_PATTERN
 
@@ -49,7 +51,7 @@ class HubConfig:
         doc="First topic level of uplink traffic; must match the devices' uplink.topic_prefix.",
         pattern=r"[^/+#\s]+(/[^/+#\s]+)*",
     )
-    store: Annotated[SqliteStoreConfig, TAGGED_BY_TYPE] = setting(
+    store: Annotated[SqliteStoreConfig | JetStreamStoreConfig, TAGGED_BY_TYPE] = setting(
         default=SqliteStoreConfig(), doc="Where received events are stored, chosen by `type`."
     )
     max_batch_bytes: Size = setting(
@@ -74,12 +76,25 @@ class HubConfig:
         pattern=r"[^/+#\s]+",
     )
 
+    republish: RepublishConfig | None = setting(
+        default=None,
+        doc="Republish every newly committed event over MQTT (SQLite store only); "
+        "unset republishes nothing.",
+    )
+
     def check(self) -> list[Problem]:
-        return [
+        problems = [
             Problem(f"allowed_devices[{i}]", _bad_id(device), IssueKind.WRONG_TYPE)
             for i, device in enumerate(self.allowed_devices)
             if re.fullmatch(DEVICE_ID_PATTERN, device) is None
         ]
+        if self.republish is not None and not isinstance(self.store, SqliteStoreConfig):
+            message = (
+                "needs the sqlite store; with another store, consumers read the "
+                "central stream itself"
+            )
+            problems.append(Problem("republish", message))
+        return problems
 
 
 def _bad_id(device: str) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sync.backoff import retry_until_done
 from sync.failpoints import failpoint
 from sync.hub.config import HubConfig
+from sync.hub.republish import Republisher
 from sync.hub.store import BatchRefusedError, CentralStore, CommitResult, StoreUnavailableError
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.message import MqttMessage
@@ -51,9 +52,12 @@ class _Received:
 class Hub:
     """One hub process: an MQTT subscription feeding a group-committing store."""
 
-    def __init__(self, config: HubConfig, store: CentralStore) -> None:
+    def __init__(
+        self, config: HubConfig, store: CentralStore, republisher: Republisher | None = None
+    ) -> None:
         self.config = config
         self.store = store
+        self.republisher = republisher
         self.stats = HubStats()
         self._inbox: asyncio.Queue[_Received] = asyncio.Queue()
         self._prefix = config.topic_prefix
@@ -77,6 +81,8 @@ class Hub:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.connection.run(), name="edgestream[hub].mqtt")
             tasks.create_task(self._commit_loop(), name="edgestream[hub].commit")
+            if self.republisher is not None:
+                tasks.create_task(self.republisher.run(), name="edgestream[hub].republish")
 
     def _on_message(self, message: MqttMessage) -> None:
         parts = message.topic.split("/")
@@ -104,6 +110,8 @@ class Hub:
         ]
         results, refused = await self._commit(accepted)  # Step 3
         failpoint("hub.after_commit")
+        if self.republisher is not None and results:
+            self.republisher.wake()
         acks = [self._ack(item, batch, res) for (item, batch), res in results]
         rejects = [self._reject(item, reason) for item, reason in rejected + refused]
         await asyncio.gather(*acks, *rejects)  # Step 4

@@ -25,6 +25,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from typing import Protocol
 
 import orjson
 
+from sync.hub import republish_outbox
+from sync.hub.republish_outbox import Pending
 from sync.wire import Batch
 
 _DDL = (
@@ -66,6 +69,10 @@ _COLUMNS_ADDED = (
 
 class StoreLockedError(RuntimeError):
     """Another hub process already owns this store file."""
+
+
+class StoreConfigError(RuntimeError):
+    """The store exists but does not match the hub's config; the hub must not start."""
 
 
 class StoreUnavailableError(RuntimeError):
@@ -113,16 +120,22 @@ _CONTENT = (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, Value
 class SqliteCentralStore:
     """Commits decoded batches; one transaction per group of batches."""
 
-    def __init__(self, path: str | Path, synchronous: str = "full") -> None:
+    def __init__(
+        self, path: str | Path, synchronous: str = "full", *, republish: bool = False
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_exclusive(self.path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        for statement in _DDL:
+        for statement in (*_DDL, republish_outbox.DDL):
             self._conn.execute(statement)
         _add_missing_columns(self._conn)
+        self.republish = republish
+        """Queue every newly committed event for the republish sink."""
+        self._using = threading.Lock()
+        """One connection, used from worker threads: one statement group at a time."""
 
     async def commit(self, batches: Sequence[Batch]) -> list[CommitResult]:
         """`commit_now` on a worker thread, its errors sorted into retry or refuse."""
@@ -136,16 +149,18 @@ class SqliteCentralStore:
     def commit_now(self, batches: Sequence[Batch]) -> list[CommitResult]:
         """Insert every batch in one transaction; duplicates are ignored and counted."""
         now = time.time()
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            results = [self._insert(batch, now) for batch in batches]
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
+        with self._using:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                results = [self._insert(batch, now) for batch in batches]
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
         return results
 
     def _insert(self, batch: Batch, now: float) -> CommitResult:
+        already = republish_outbox.stored_seqs(self._conn, batch) if self.republish else set()
         before = self._conn.total_changes
         self._conn.executemany(
             "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -157,6 +172,8 @@ class SqliteCentralStore:
             ],
         )  # fmt: skip
         committed = self._conn.total_changes - before
+        if self.republish and committed:
+            republish_outbox.enqueue(self._conn, batch, already)
         # A device merges new drops into its last gap, so a resent gap may be longer.
         self._conn.executemany(
             "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -196,8 +213,22 @@ class SqliteCentralStore:
         """Count a refused batch on the device's row (created if the device is new)."""
         await asyncio.to_thread(self.record_rejection_now, device, reason, time.time())
 
+    def republish_pending(self, limit: int) -> list[Pending]:
+        """The oldest events the republish sink has not yet published."""
+        with self._using:
+            return republish_outbox.pending(self._conn, limit)
+
+    def republish_done(self, upto_id: int) -> None:
+        """The sink published everything up to `upto_id`."""
+        with self._using:
+            republish_outbox.done(self._conn, upto_id)
+
     def record_rejection_now(self, device: str, reason: str, now: float) -> None:
         """`record_rejection` on the calling thread (autocommit: one statement)."""
+        with self._using:
+            self._record_rejection(device, reason, now)
+
+    def _record_rejection(self, device: str, reason: str, now: float) -> None:
         self._conn.execute(
             "INSERT INTO devices (device, first_seen, last_seen, last_epoch, rejected,"
             " last_rejection, last_rejected_at) VALUES (?, ?, ?, '', 1, ?, ?)"

@@ -168,22 +168,31 @@ class MqttConnection:
         finally:
             await self._shut_down()
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: Sequence[tuple[str, str]] = (),
+    ) -> None:
         """Publish and return once the broker has it.
 
         QoS 1 returns on PUBACK, QoS 2 on PUBCOMP, QoS 0 once the packet is
         written to the socket. Waits for a connection first; a QoS 1/2 message
         whose connection drops is re-sent by paho after the reconnect.
+        `user_properties` go out with MQTT 5 only (3.1.1 has no place for them).
 
         Raises:
             MqttPublishError: an MQTT 5 broker refused the message.
             MqttConnectionClosed: ``run()`` ended before the message was sent.
         """
+        properties = self._publish_properties(user_properties)
         if qos == 0:
-            await self._send(topic, payload, qos, retain)
+            await self._send(topic, payload, qos, retain, properties)
             return
         async with self._outbox.window:
-            reason = await self._send(topic, payload, qos, retain)
+            reason = await self._send(topic, payload, qos, retain, properties)
         if reason is not None and reason.is_failure:
             raise MqttPublishError(topic, str(reason), reason.value)
 
@@ -431,11 +440,20 @@ class MqttConnection:
 
     # ------------------------------------------------------------------- publishing
 
-    async def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> ReasonCode | None:
+    def _publish_properties(self, pairs: Sequence[tuple[str, str]]) -> Properties | None:
+        if not pairs or self._config.protocol != "5":
+            return None
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = list(pairs)
+        return properties
+
+    async def _send(
+        self, topic: str, payload: bytes, qos: int, retain: bool, properties: Properties | None
+    ) -> ReasonCode | None:
         """Hand the message to paho, retrying where paho dropped or refused it."""
         while True:
             await self._wait_usable()
-            info = self._client.publish(topic, payload, qos, retain)
+            info = self._client.publish(topic, payload, qos, retain, properties)
             # QUEUE_SIZE: the mid paho generated is still in flight (ids wrapped), nothing
             # was queued. Any other failure at QoS 0 means paho dropped the packet; at
             # QoS 1/2 (NO_CONN) paho keeps the message and sends it after the reconnect.

@@ -306,7 +306,7 @@ def test_hub_errors() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(HubConfig, text, "hub.yaml", {})
     assert str(caught.value).splitlines() == [
-        'hub.yaml:3: store.type: required key is missing (one of "sqlite")',
+        'hub.yaml:3: store.type: required key is missing (one of "sqlite", "jetstream")',
         'hub.yaml:4: allowed_devices[0]: must match [A-Za-z0-9_.-]{1,64}, got "green house"',
         'hub.yaml:5: shared_group: must match [^/+#\\s]+, got "a/b"',
     ]

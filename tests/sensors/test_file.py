@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import gzip
 import logging
+import os
 import re
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +20,8 @@ import orjson
 import pytest
 
 from agent.config.file_source import FileSourceConfig
-from agent.queue import DEADLETTER_STREAM, DurableQueue, StreamLimits
+from agent.queue import DEADLETTER_STREAM, DurableQueue, StreamLimits, encode_payload
+from agent.sources.decode import field_path
 from agent.sources.file import FileSource
 from sync.config import ConfigError, load_config
 from sync.outbox import StoredEvent
@@ -44,7 +49,7 @@ def log_path(tmp_path: Path) -> Path:
 def source(queue: DurableQueue, path: Path, **settings: Any) -> FileSource:
     options: dict[str, Any] = {
         "name": "app", "stream": "s", "path": str(path), "poll_interval": 0.01,
-        "start_at": "beginning", **settings,
+        "start_at": "beginning", "rotate_wait": 0.1, **settings,
     }  # fmt: skip
     return FileSource(FileSourceConfig(**options), queue)
 
@@ -57,6 +62,33 @@ def append(path: Path, data: str | bytes) -> None:
 def rotate(path: Path) -> None:
     """What logrotate does by default: rename to `<name>.1` (the app reopens later)."""
     path.rename(path.with_name(path.name + ".1"))
+
+
+def rename(path: Path, name: str) -> None:
+    path.rename(path.with_name(name))
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    """New content under the same inode, as after a delete that freed the inode for reuse."""
+    with open(path, "r+b") as file:
+        file.truncate(0)
+        file.write(data)
+
+
+def rotate_numbered(path: Path) -> None:
+    """logrotate with `rotate N`: `.1` becomes `.2` (and so on), then the file becomes `.1`."""
+    olds = sorted(path.parent.glob(path.name + ".[0-9]*"), key=lambda p: -int(p.suffix[1:]))
+    for old in olds:
+        old.rename(path.with_name(f"{path.name}.{int(old.suffix[1:]) + 1}"))
+    rotate(path)
+
+
+def compress(path: Path) -> None:
+    """What logrotate's `compress` does: a .gz copy with the same modification time."""
+    with open(path, "rb") as plain, gzip.open(f"{path}.gz", "wb") as packed:
+        shutil.copyfileobj(plain, packed)
+    shutil.copystat(path, f"{path}.gz")
+    path.unlink()
 
 
 def replace_with(path: Path, text: str) -> None:
@@ -98,6 +130,16 @@ async def started(queue: DurableQueue) -> None:
     while "position" not in await queue.load_state(OWNER):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
+
+
+async def committed_path(queue: DurableQueue) -> str | None:
+    """The path stored with the source's committed position."""
+    raw = (await queue.load_state(OWNER)).get("position")
+    return None if raw is None else orjson.loads(raw).get("path")
+
+
+async def counters(queue: DurableQueue, stream: str = "s") -> dict[str, int]:
+    return dict({s.name: s.counters for s in await queue.stats()}[stream])
 
 
 def payloads(events: list[StoredEvent]) -> list[Any]:
@@ -157,6 +199,83 @@ async def test_regex_named_groups_become_fields(queue: DurableQueue, log_path: P
         dead = await wait_for(queue, 1, DEADLETTER_STREAM)
     assert payloads(events) == [{"level": "INFO", "ms": 15}]
     assert (dead[0].headers or {})["reason"] == "no_match"
+
+
+async def test_numbers_past_64_bits_stay_text_and_never_stop_the_source(
+    queue: DurableQueue, log_path: Path
+) -> None:
+    huge = "9" * 400
+    append(log_path, f"iccid,ts,max,low\n89440000000000000001234,{huge},18446744073709551615,"
+                     f"-9223372036854775809\n1,2,3,-9223372036854775808\n")  # fmt: skip
+    follower = source(queue, log_path, format="csv", key_field="iccid", time_field="ts")
+    async with running(follower):
+        events = await wait_for(queue, 2)
+    assert payloads(events)[0] == {
+        "iccid": "89440000000000000001234", "ts": huge,
+        "max": 18446744073709551615, "low": "-9223372036854775809",
+    }  # fmt: skip
+    assert payloads(events)[1]["low"] == -(2**63)
+    assert [e.key for e in events] == ["89440000000000000001234", "1"]
+    assert events[0].event_time == events[0].ingest_time
+    assert events[1].event_time == 2.0
+
+
+async def test_regex_digits_past_64_bits_stay_text(queue: DurableQueue, log_path: Path) -> None:
+    append(log_path, "id=123456789012345678901234567890 n=12\n")
+    pattern = r"id=(?P<id>\d+) n=(?P<n>\d+)"
+    async with running(source(queue, log_path, format="regex", pattern=pattern, key_field="id")):
+        events = await wait_for(queue, 1)
+    assert payloads(events) == [{"id": "123456789012345678901234567890", "n": 12}]
+    assert events[0].key == "123456789012345678901234567890"
+
+
+async def test_an_unexpected_decoding_failure_is_dead_lettered_and_reading_goes_on(
+    queue: DurableQueue, log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def encode(fields: Any) -> bytes:
+        if fields.get("v") == "unencodable":
+            raise TypeError("Integer exceeds 64-bit range")
+        return encode_payload(fields)
+
+    def path(value: dict[str, Any], dotted: str) -> Any:
+        if value.get("v") == "crash":
+            raise RuntimeError("surprise")
+        return field_path(value, dotted)
+
+    monkeypatch.setattr("agent.sources.file.encode_payload", encode)
+    monkeypatch.setattr("agent.sources.file.field_path", path)
+    append(log_path, '{"v": "unencodable"}\n{"v": "crash"}\n{"v": 1}\n')
+    async with running(source(queue, log_path, format="json", key_field="v")) as follower:
+        events = await wait_for(queue, 1)
+        dead = await wait_for(queue, 2, DEADLETTER_STREAM)
+    assert payloads(events) == [{"v": 1}]
+    headers = [d.headers or {} for d in dead]
+    assert [h["reason"] for h in headers] == ["undecodable", "undecodable"]
+    assert "Integer exceeds 64-bit range" in headers[0]["detail"]
+    assert headers[1]["detail"] == "RuntimeError: surprise"
+    assert (await counters(queue))["dead_lettered.undecodable"] == 2
+    assert follower.stats.dead_lettered == 2
+
+
+async def test_time_unit_scales_the_time_field(queue: DurableQueue, log_path: Path) -> None:
+    append(log_path, '{"ts": 1700000000123}\n')
+    async with running(source(queue, log_path, format="json", time_field="ts", time_unit="ms")):
+        events = await wait_for(queue, 1)
+    assert events[0].event_time == 1700000000.123
+
+
+async def test_a_time_more_than_a_day_ahead_falls_back_to_the_read_time(
+    queue: DurableQueue, log_path: Path
+) -> None:
+    ahead, soon = time.time() + 2 * 86400, time.time() + 3600
+    append(log_path, f'{{"ts": {ahead}}}\n{{"ts": {soon}}}\n{{"ts": 1e300}}\n')
+    async with running(source(queue, log_path, format="json", time_field="ts")):
+        events = await wait_for(queue, 3)
+    assert events[0].event_time == events[0].ingest_time
+    assert events[0].headers == {"time_in_future": repr(ahead)}
+    assert (events[1].event_time, events[1].headers) == (soon, None)
+    assert events[2].headers == {"time_in_future": "1e+300"}
+    assert (await counters(queue))["time_in_future"] == 2
 
 
 # -- where reading starts, partial lines, appends ----------------------------------
@@ -262,6 +381,74 @@ async def test_copytruncate_restarts_from_the_beginning_once(
     )
 
 
+async def test_writes_to_the_old_file_until_it_is_quiet_for_rotate_wait_are_kept(
+    queue: DurableQueue, log_path: Path
+) -> None:
+    """The app writes to its old descriptor a while after the rename, mid-line too."""
+    async with running(source(queue, log_path, rotate_wait=1.0)) as follower:
+        with open(log_path, "ab") as writer:  # noqa: ASYNC230 - the logging app's descriptor
+            writer.write(b"a\npar")
+            writer.flush()
+            await wait_for(queue, 1)
+            rotate(log_path)
+            append(log_path, "new\n")
+            await asyncio.sleep(0.3)  # 30 polls: the old file is still being drained
+            writer.write(b"tial\nlate\n")
+        events = await wait_for(queue, 4)
+    assert lines(events) == ["a", "partial", "late", "new"]
+    assert (follower.stats.rotations, follower.stats.gaps) == (1, 0)
+
+
+async def test_files_rotated_twice_between_two_reads_are_all_read_in_order(
+    queue: DurableQueue, log_path: Path
+) -> None:
+    async with running(source(queue, log_path, rotate_wait=0.2)) as follower:
+        append(log_path, "a 1\n")
+        await wait_for(queue, 1)
+        append(log_path, "a 2\n")
+        rotate_numbered(log_path)  # A is app.log.1
+        append(log_path, "b 1\nb 2\n")
+        rotate_numbered(log_path)  # A is app.log.2, B app.log.1
+        append(log_path, "c 1\n")
+        events = await wait_for(queue, 5)
+    assert lines(events) == ["a 1", "a 2", "b 1", "b 2", "c 1"]
+    assert (follower.stats.rotations, follower.stats.gaps) == (2, 0)
+
+
+async def test_a_compressed_file_between_two_rotations_is_a_counted_gap(
+    queue: DurableQueue, log_path: Path
+) -> None:
+    async with running(source(queue, log_path, rotate_wait=0.2)) as follower:
+        append(log_path, "a 1\n")
+        await wait_for(queue, 1)
+        rotate_numbered(log_path)
+        append(log_path, "b lost\n")
+        rotate_numbered(log_path)
+        compress(log_path.with_name("app.log.1"))
+        append(log_path, "c 1\n")
+        events = await wait_for(queue, 2)
+    assert lines(events) == ["a 1", "c 1"]
+    assert follower.stats.gaps == 1
+    assert (await counters(queue))["file_gaps"] == 1
+
+
+async def test_dated_rotations_are_read_oldest_first_and_old_ones_skipped(
+    queue: DurableQueue, log_path: Path
+) -> None:
+    dated = log_path.with_name("app.log-20261126")
+    append(dated, "read long ago\n")
+    os.utime(dated, (1, 1))
+    async with running(source(queue, log_path, rotate_wait=0.2)):
+        append(log_path, "a\n")
+        await wait_for(queue, 1)
+        rename(log_path, "app.log-20261127")
+        append(log_path, "b\n")
+        rename(log_path, "app.log-20261128")
+        append(log_path, "c\n")
+        events = await wait_for(queue, 3)
+    assert lines(events) == ["a", "b", "c"]
+
+
 # -- restarts ------------------------------------------------------------------------
 
 
@@ -306,6 +493,57 @@ async def test_a_replaced_file_whose_old_one_is_gone_is_a_counted_gap(
     assert follower.stats.gaps == 1
     counters = {s.name: s.counters for s in await queue.stats()}["s"]
     assert counters["file_gaps"] == 1
+
+
+async def test_a_restart_reads_every_file_rotated_while_stopped(
+    queue: DurableQueue, log_path: Path
+) -> None:
+    append(log_path, "a 1\n")
+    async with running(source(queue, log_path)):
+        await wait_for(queue, 1)
+    append(log_path, "a 2\n")
+    rotate_numbered(log_path)
+    append(log_path, "b 1\n")
+    rotate_numbered(log_path)
+    append(log_path, "c 1\n")
+    async with running(source(queue, log_path)) as follower:
+        events = await wait_for(queue, 4)
+    assert lines(events) == ["a 1", "a 2", "b 1", "c 1"]
+    assert (follower.stats.rotations, follower.stats.gaps) == (2, 0)
+
+
+async def test_a_file_rewritten_under_the_same_inode_is_read_from_its_start(
+    queue: DurableQueue, log_path: Path
+) -> None:
+    """Same (device, inode), other first bytes: a reused inode, not the file last read."""
+    append(log_path, "old 1\nold 2\n")
+    async with running(source(queue, log_path)):
+        await wait_for(queue, 2)
+    rewrite_in_place(log_path, b"new 1 is longer\nnew 2\n")
+    async with running(source(queue, log_path)) as follower:
+        events = await wait_for(queue, 4)
+    assert lines(events) == ["old 1", "old 2", "new 1 is longer", "new 2"]
+    assert follower.stats.gaps == 1
+
+
+async def test_a_changed_path_starts_afresh_without_reading_the_old_file(
+    queue: DurableQueue, log_path: Path
+) -> None:
+    other = log_path.with_name("other.log")
+    append(log_path, "a\n")
+    async with running(source(queue, log_path)):
+        await wait_for(queue, 1)
+    append(log_path, "unread rest of the old path\n")
+    append(other, "backlog\n")
+    async with running(source(queue, other, start_at="end")) as follower:
+        deadline = time.monotonic() + 5
+        while await committed_path(queue) != str(other):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        append(other, "new\n")
+        events = await wait_for(queue, 2)
+    assert lines(events) == ["a", "new"]
+    assert follower.stats.gaps == 0
 
 
 # -- failures ------------------------------------------------------------------------
@@ -374,8 +612,17 @@ async def test_lines_over_max_line_are_dead_lettered_with_a_sample(
     assert follower.stats.dead_lettered == 2
 
 
-async def test_a_large_backlog_never_stalls_the_loop(queue: DurableQueue, log_path: Path) -> None:
-    """40,000 JSON lines (3.4 MB) are read and decoded off the loop, in bounded chunks."""
+async def test_a_large_backlog_never_stalls_the_loop(
+    queue: DurableQueue, log_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """40,000 JSON lines (3.4 MB) are read and decoded off the loop, in bounded chunks.
+
+    The test process's heap is frozen first: a full garbage collection of everything
+    pytest has loaded takes ~40 ms on a busy machine, a pause of the interpreter that
+    says nothing about where the source reads.
+    """
+    gc.freeze()
+    request.addfinalizer(gc.unfreeze)
     append(log_path, "".join(f'{{"n": {n}, "text": "{"z" * 60}"}}\n' for n in range(40_000)))
     delays: list[float] = []
 
@@ -429,6 +676,7 @@ def refused(text: str) -> list[str]:
 
 def test_config_defaults() -> None:
     config = load("")
+    assert (config.rotate_wait, config.time_unit) == (5.0, "s")
     assert (config.format, config.start_at, config.poll_interval) == ("lines", "end", 0.25)
     assert (config.max_line, config.pattern, config.key_field) == (65536, None, None)
     assert load("max_line: 1KiB\npoll_interval: 50ms\n").max_line == 1024
@@ -442,6 +690,8 @@ def test_config_defaults() -> None:
         ("format: regex\npattern: '(?P<a>'\n", "pattern: is not a valid regular expression"),
         ("pattern: '(?P<a>.)'\n", "pattern: is only used with format: regex"),
         ("format: xml\n", "format: "),
+        ("time_unit: h\n", "time_unit: "),
+        ("rotate_wait: -1s\n", "rotate_wait: "),
     ],
 )
 def test_config_errors_name_the_key(text: str, message: str) -> None:

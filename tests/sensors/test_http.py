@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import logging
+import socket
+import threading
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,7 @@ import pytest
 from agent.config.http_source import HttpSourceConfig
 from agent.queue import DurableQueue, StreamLimits
 from agent.sources import http as http_source
-from agent.sources.http import HttpSource
+from agent.sources.http import HttpSource, TooManyEvents, parse_body
 from sync.config.errors import ConfigError
 from sync.config.spec import build
 from sync.outbox import StoredEvent
@@ -89,7 +93,7 @@ async def test_one_object_is_stored_with_tags_topic_and_a_recent_ingest_time(
 ) -> None:
     async with serving(config(tags={"site": "lab"}), queue) as source:
         status, body, _ = await post(source, {"temp": 21.5, "site": "mine"})
-    assert (status, body) == (200, {"accepted": 1, "last_seq": 1})
+    assert (status, body) == (200, {"accepted": 1, "dropped": 0, "last_seq": 1})
     [event] = await stored(queue)
     assert orjson.loads(event.payload) == {"temp": 21.5, "site": "lab"}  # tags win, as polled
     assert event.topic == "/events" and event.key is None
@@ -99,7 +103,7 @@ async def test_one_object_is_stored_with_tags_topic_and_a_recent_ingest_time(
 async def test_an_array_is_stored_in_one_transaction(queue: DurableQueue) -> None:
     async with serving(config(), queue) as source:
         status, body, _ = await post(source, [{"n": 1}, {"n": 2}, {"n": 3}])
-        assert (status, body) == (200, {"accepted": 3, "last_seq": 3})
+        assert (status, body) == (200, {"accepted": 3, "dropped": 0, "last_seq": 3})
         assert source.stats.stored == 3 and source.stats.requests == 1
     assert payloads(await stored(queue)) == [{"n": 1}, {"n": 2}, {"n": 3}]
 
@@ -108,8 +112,8 @@ async def test_ndjson_by_content_type_and_by_several_lines(queue: DurableQueue) 
     async with serving(config(), queue) as source:
         typed = await post(source, b'{"n": 1}\n\n{"n": 2}\n', content_type="application/x-ndjson")
         plain = await post(source, b'{"n": 3}\r\n{"n": 4}')
-    assert typed[:2] == (200, {"accepted": 2, "last_seq": 2})
-    assert plain[:2] == (200, {"accepted": 2, "last_seq": 4})
+    assert typed[:2] == (200, {"accepted": 2, "dropped": 0, "last_seq": 2})
+    assert plain[:2] == (200, {"accepted": 2, "dropped": 0, "last_seq": 4})
     assert payloads(await stored(queue)) == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}]
 
 
@@ -138,7 +142,8 @@ async def test_a_bad_event_refuses_the_whole_request_and_stores_nothing(
 
 async def test_an_empty_array_is_accepted_as_nothing(queue: DurableQueue) -> None:
     async with serving(config(), queue) as source:
-        assert (await post(source, []))[:2] == (200, {"accepted": 0, "last_seq": 0})
+        answer = await post(source, [])
+        assert answer[:2] == (200, {"accepted": 0, "dropped": 0, "last_seq": 0})
 
 
 async def test_token_ok_missing_and_wrong(queue: DurableQueue) -> None:
@@ -242,10 +247,130 @@ async def test_cancel_closes_the_socket(queue: DurableQueue) -> None:
         await asyncio.open_connection("127.0.0.1", port)
 
 
-async def test_an_unreadable_token_file_stops_the_start(queue: DurableQueue) -> None:
-    with pytest.raises(FileNotFoundError):
-        async with serving(config(token_file="/nonexistent/token"), queue):
-            pass
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_source, "RETRY_INITIAL", 0.02)
+    monkeypatch.setattr(http_source, "RETRY_MAX", 0.05)
+
+
+async def test_an_unreadable_token_file_is_logged_once_and_retried(
+    queue: DurableQueue, tmp_path: Path, fast_retries: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = tmp_path / "token"
+    source = HttpSource(config(token_file=str(secret)), queue)
+    with caplog.at_level(logging.INFO, logger="agent.sources.polling"):
+        task = asyncio.create_task(source.run())
+        await asyncio.sleep(0.3)  # several attempts
+        assert not task.done() and not source.started.is_set()
+        secret.write_text("  late-token \n")
+        await asyncio.wait_for(source.started.wait(), 5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    failures = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(failures) == 1 and "cannot start" in failures[0].getMessage()
+    assert "No such file" in failures[0].getMessage()
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_port_in_use_is_retried_until_it_is_free(
+    queue: DurableQueue, fast_retries: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    source = HttpSource(config(listen=f"127.0.0.1:{port}"), queue)
+    with caplog.at_level(logging.WARNING, logger="agent.sources.polling"):
+        task = asyncio.create_task(source.run())
+        await asyncio.sleep(0.3)
+        assert not task.done() and not source.started.is_set()
+        taken.close()
+        await asyncio.wait_for(source.started.wait(), 5)
+        assert (await post(source, {"n": 1}))[0] == 200
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    failures = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(failures) == 1 and "in use" in failures[0].getMessage()
+
+
+async def test_a_large_body_is_parsed_off_the_event_loop(
+    queue: DurableQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+
+    def recording(*args: Any) -> list[dict[str, Any]]:
+        threads.append(threading.get_ident())
+        return parse_body(*args)
+
+    monkeypatch.setattr(http_source, "parse_body", recording)
+    small = b'{"n": 1}\n'
+    large = small * (http_source.PARSE_INLINE_MAX // len(small) + 1)
+    async with serving(config(max_events=100_000), queue) as source:
+        assert (await post(source, small))[0] == 200
+        assert (await post(source, large))[0] == 200
+    assert threads[0] == threading.get_ident() != threads[1]
+
+
+def test_ndjson_parsing_stops_at_the_first_event_over_max_events() -> None:
+    body = b"{}\n" * ((1 << 20) // 3)  # 1 MiB of empty objects
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooManyEvents):
+            parse_body(body, "application/x-ndjson", 10)
+        with pytest.raises(TooManyEvents):
+            parse_body(body, "", 10)  # NDJSON found by its first line
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # parsing every line takes over 40 MiB
+    assert len(parse_body(b"{}\n\n{}\n", "application/x-ndjson", 2)) == 2
+
+
+async def test_an_ndjson_body_over_max_events_gets_413(queue: DurableQueue) -> None:
+    async with serving(config(max_events=3), queue) as source:
+        status, answer, _ = await post(source, b"{}\n" * 4, content_type="application/x-ndjson")
+        assert source.stats.rejected == {"too_many_events": 1}
+    assert status == 413 and "max_events 3" in answer["error"]
+    assert await stored(queue) == []
+
+
+async def test_events_a_drop_newest_stream_dropped_are_reported(tmp_path: Path) -> None:
+    queue = await open_queue(tmp_path, StreamLimits(300, 1e9, "drop_newest"))
+    async with serving(config(), queue) as source:  # each event counts 54 bytes
+        first = await post(source, [{"n": n} for n in range(8)])
+        second = await post(source, {"n": 8})
+        assert (source.stats.stored, source.stats.dropped) == (5, 4)
+    assert first[:2] == (200, {"accepted": 5, "dropped": 3, "last_seq": 8})
+    assert second[:2] == (200, {"accepted": 0, "dropped": 1, "last_seq": 9})
+    assert payloads(await stored(queue)) == [{"n": n} for n in range(5)]
+    await queue.close()
+
+
+async def test_close_answers_a_request_being_stored(
+    queue: DurableQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered = asyncio.Event()
+    transact = queue.transact
+
+    async def slow_transact(fn: Any, weight: int = 1) -> Any:
+        entered.set()
+        await asyncio.sleep(0.3)  # the writer's commit, slow on an SD card
+        return await transact(fn, weight)
+
+    monkeypatch.setattr(queue, "transact", slow_transact)
+    source = HttpSource(config(), queue)
+    task = asyncio.create_task(source.run())
+    await asyncio.wait_for(source.started.wait(), 5)
+    answer = asyncio.create_task(post(source, {"n": 1}))
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()  # the agent shutting down
+    status, body, headers = await asyncio.wait_for(answer, 5)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert (status, body["accepted"]) == (200, 1) and headers["connection"] == "close"
+    assert payloads(await stored(queue)) == [{"n": 1}]
 
 
 def problems(**settings: object) -> str:
@@ -272,6 +397,34 @@ def test_a_network_address_needs_allow_remote_and_a_token() -> None:
     )
     remote = config(listen="0.0.0.0:8787", allow_remote=True, token_file="/run/t")
     assert remote.check() == []
+
+
+@pytest.mark.parametrize("token", [" lead", "trail\t", "in side", "caf\u00e9", "bell\x07"])
+def test_a_token_no_header_can_carry_is_refused_without_quoting_it(token: str) -> None:
+    message = problems(token=token)
+    assert "token: must be printable ASCII without whitespace" in message
+    assert token.strip() not in message
+
+
+@pytest.mark.parametrize("content", ["caf\u00e9", "two words", "\n \n"])
+def test_a_bad_token_file_fails_at_start_without_quoting_it(tmp_path: Path, content: str) -> None:
+    secret = tmp_path / "token"
+    secret.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match="token_file") as caught:
+        config(token_file=str(secret)).resolved_token()
+    assert content.strip() == "" or content.strip() not in str(caught.value)
+
+
+def test_a_token_file_is_stripped_of_surrounding_whitespace(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text(" \tfrom-a-file \r\n")
+    assert config(token_file=str(secret)).resolved_token() == "from-a-file"
+
+
+def test_max_body_and_max_events_are_bounded() -> None:
+    assert "max_body: must be at most" in problems(max_body="65MiB")
+    assert "max_events: must be at most" in problems(max_events=1_000_001)
+    assert config(max_body="64MiB", max_events=1_000_000).max_events == 1_000_000
 
 
 def test_token_and_token_file_together_are_refused() -> None:
