@@ -27,6 +27,8 @@ from agent.sources.http import HttpSource
 from agent.sources.local import polling_source
 from agent.sources.mqtt import MqttSource
 from agent.sources.polling import PollingSource
+from sync import systemd
+from sync.systemd import keep_watchdog_fed
 from sync.uplink import CONSUMER as UPLINK_CONSUMER
 from sync.uplink import Uplink
 
@@ -122,6 +124,15 @@ class Agent:
             runs.append(("uplink", p.uplink.run()))
         return runs
 
+    def _summary(self) -> str:
+        """One line for `systemctl status`: what runs."""
+        p = self.parts
+        uplink = "uplink on" if p.uplink is not None else "no uplink"
+        return (
+            f"{len(p.sources)} sources, {len(p.pipelines)} pipelines, "
+            f"{len(p.outputs)} outputs, {uplink}"
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run every component until `stop` is set, then shut down cleanly."""
         if self.queue is None:
@@ -133,7 +144,10 @@ class Agent:
                     group.create_task(coro, name=f"edgestream[{name}]")
                     for name, coro in self._coroutines()
                 ]
+                tasks.append(group.create_task(keep_watchdog_fed(lambda: None)))
+                systemd.notify("READY=1", f"STATUS={self._summary()}")
                 await stop.wait()
+                systemd.notify("STOPPING=1", "STATUS=stopping: committing what was received")
                 log.info("Stopping: intake first, then pipelines, outputs and uplink")
                 for task in tasks:  # sources were created first, so they stop first
                     task.cancel()

@@ -12,6 +12,7 @@ from typing import Any
 from agent.cli import hub_status
 from agent.cli.common import EXIT_CONFIG, install_stop_signals, print_config_error
 from agent.logs import setup_logging
+from sync import systemd
 from sync.backoff import retry_until_done
 from sync.config.errors import ConfigError
 from sync.hub.config import HubConfig, SqliteStoreConfig, load_hub_config
@@ -25,6 +26,7 @@ from sync.hub.store import (
     StoreLockedError,
     StoreUnavailableError,
 )
+from sync.systemd import keep_watchdog_fed
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +118,13 @@ async def _serve(config: HubConfig) -> None:
 async def _run_hub(config: HubConfig, store: CentralStore, stopping: asyncio.Task[Any]) -> None:
     hub = Hub(config, store, _republisher(config, store))
     task = asyncio.create_task(hub.run(), name="edgestream[hub]")
+    watchdog = asyncio.create_task(keep_watchdog_fed(lambda: None), name="edgestream[watchdog]")
     log.info("Hub %s serving %s into %s", config.hub_id, config.broker.url, _where(config))
+    systemd.notify("READY=1", f"STATUS=serving {config.broker.url} into {_where(config)}")
     await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    systemd.notify("STOPPING=1")
     stopping.cancel()
+    watchdog.cancel()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task  # re-raises a crash of the hub, so the process exits non-zero
