@@ -61,15 +61,25 @@ class Hub:
         self.stats = HubStats()
         self._inbox: asyncio.Queue[_Received] = asyncio.Queue()
         self._prefix = config.topic_prefix
+        client_id = config.broker.client_id or f"edgestream-hub-{config.hub_id}"
         self.connection = MqttConnection(
             config.broker,
-            client_id=config.broker.client_id or f"edgestream-hub-{config.hub_id}",
+            client_id=client_id,
             clean_session=False,
             manual_ack=True,
             subscriptions=[(self._subscription(), 1)],
             on_message=self._on_message,
             name=f"hub.{config.hub_id}",
         )
+        self.replies = MqttConnection(
+            config.broker,
+            client_id=f"{client_id}-acks",
+            clean_session=True,
+            name=f"hub.{config.hub_id}.acks",
+        )
+        """Acks go out on a connection of their own: the receiving one pauses its reading
+        when batches pile up, and a publish on it would then wait for a PUBACK it cannot
+        read while the commit loop that would resume reading waits for that publish."""
 
     def _subscription(self) -> str:
         topic = f"{self._prefix}/+/up"
@@ -80,6 +90,7 @@ class Hub:
         """Serve until cancelled."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.connection.run(), name="edgestream[hub].mqtt")
+            tasks.create_task(self.replies.run(), name="edgestream[hub].acks")
             tasks.create_task(self._commit_loop(), name="edgestream[hub].commit")
             if self.republisher is not None:
                 tasks.create_task(self.republisher.run(), name="edgestream[hub].republish")
@@ -179,7 +190,7 @@ class Hub:
             committed=result.committed, duplicates=result.duplicates,
         )  # fmt: skip
         self.connection.ack(item.message.mid, item.message.qos)
-        await self.connection.publish(ack_topic(self._prefix, batch.device), ack.to_bytes(), qos=1)
+        await self.replies.publish(ack_topic(self._prefix, batch.device), ack.to_bytes(), qos=1)
 
     async def _count_rejection(self, device: str, reason: str) -> None:
         """Best effort: a store that cannot count right now must not hold the hub up."""
@@ -201,6 +212,4 @@ class Hub:
         self.connection.ack(item.message.mid, item.message.qos)
         if item.device:
             ack = Ack("", "", "", 0, "rejected", reason=reason)
-            await self.connection.publish(
-                ack_topic(self._prefix, item.device), ack.to_bytes(), qos=0
-            )
+            await self.replies.publish(ack_topic(self._prefix, item.device), ack.to_bytes(), qos=0)
