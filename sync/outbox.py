@@ -8,7 +8,7 @@ event and a gap are without depending on the daemon.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -83,9 +83,32 @@ class Outbox(Protocol):
         ...
 
     async def read_after(
-        self, stream: str, after_seq: int, max_events: int, max_bytes: int
+        self,
+        stream: str,
+        after_seq: int,
+        max_events: int,
+        max_bytes: int,
+        before_seq: int | None = None,
     ) -> OutboxBatch:
-        """Events after a position the consumer tracks itself (ahead of its cursor)."""
+        """Events after a position the consumer tracks itself (ahead of its cursor).
+
+        With `before_seq`, only events and gaps below it: a hole under a range the
+        consumer already sent (draining newest first).
+        """
+        ...
+
+    async def newest_start(
+        self, stream: str, after_seq: int, max_events: int, max_bytes: int
+    ) -> int:
+        """The position to read after for the newest events past `after_seq`, bounded."""
+        ...
+
+    async def load_state(self, owner: str) -> dict[str, bytes]:
+        """Named state a consumer saved (its acked ranges, its daily byte count)."""
+        ...
+
+    async def save_state(self, owner: str, values: Mapping[str, bytes]) -> None:
+        """Save named state durably, so a restart resumes instead of starting over."""
         ...
 
     async def cursor(self, stream: str, consumer: str) -> int:

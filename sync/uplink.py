@@ -1,37 +1,48 @@
 """The edge side of sync: drain uplink streams to the hub, batch by batch, end to end.
 
-For each uplink stream one sender runs this protocol (`_send_one`):
-  1. Read a batch after the stream's `uplink` cursor (bounded by events and bytes),
+For each uplink stream one sender runs this protocol (`_drain`):
+  1. Plan a batch (`StreamDrain.next_batch`): oldest first after the acked position,
+     or newest first then backfill, bounded by the adaptive batch size and bytes,
      lingering up to `batch_max_delay` for a fuller batch.
-  2. Encode it (version byte, zstd, checksum) and publish it at QoS 1 on
+  2. Encode it (version byte, zstd, checksum), wait for the daily budget and the
+     bandwidth cap's tokens (highest priority first), then publish it at QoS 1 on
      `<prefix>/<device>/up`.
   3. Wait for the hub's ack on `<prefix>/<device>/ack` for this batch id. The broker's
      PUBACK is not enough: only the hub's ack says the batch is committed centrally.
-  4. Move the cursor to the batch's `upto_seq` in the queue (durably); these commits
-     trail behind the sends, coalesced (see `_drain`).
-  On no ack within `ack_timeout`, or a rejection, the same batch is published again
-  after a jittered exponential backoff; the hub deduplicates, so a retry never
-  duplicates. One batch per stream is in flight, so order per stream holds.
+  4. Record the acked range; the cursor moves over the contiguous acked prefix in the
+     queue (durably), the commits trailing behind the sends, coalesced.
+  On no ack within `ack_timeout`, a publish failure or a rejection, the batch is planned
+  again (smaller after a timeout) after a jittered exponential backoff; the hub
+  deduplicates, so a retry never duplicates. One batch per stream is in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from sync.backoff import Backoff, retry_until_done
+from sync.backoff import Backoff
+from sync.batch_sizer import BatchSizer
+from sync.daily_budget import STATE_NAME as BUDGET_STATE
+from sync.daily_budget import DailyBudget
+from sync.mqtt.config import MqttConnectionConfig
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.errors import MqttPublishError
 from sync.mqtt.message import MqttMessage
-from sync.outbox import Outbox, OutboxBatch
-from sync.uplink_config import UplinkConfig
+from sync.outbox import Outbox
+from sync.stream_drain import CONSUMER, PlannedBatch, StreamDrain
+from sync.token_bucket import TokenBucket
+from sync.uplink_config import UplinkConfig, UplinkStreamConfig
+from sync.uplink_state import StateWriter
 from sync.wire import Ack, Batch, WireFormatError, ack_topic, encode, up_topic
 
-log = logging.getLogger(__name__)
+__all__ = ["CONSUMER", "BatchRejectedError", "Uplink", "UplinkStats"]
 
-CONSUMER = "uplink"
+log = logging.getLogger(__name__)
 
 
 class BatchRejectedError(RuntimeError):
@@ -40,146 +51,169 @@ class BatchRejectedError(RuntimeError):
 
 @dataclass(slots=True)
 class UplinkStats:
-    """Counters the demo and `status` print; cumulative since start."""
+    """Counters the demo, `status` and tests read; cumulative since start."""
 
     batches: int = 0
     events: int = 0
     gaps: int = 0
     bytes_sent: int = 0
+    """Encoded bytes of acked batches (each batch once)."""
     raw_bytes: int = 0
     retries: int = 0
     last_ack_at: float | None = None
-
-
-class _CursorTrail:
-    """The acked position of one stream, and how far its commits have caught up."""
-
-    def __init__(self, committed: int) -> None:
-        self.committed = committed
-        self.target = committed
-        self._moved = asyncio.Event()
-
-    def advance(self, position: int) -> None:
-        """The hub acked everything up to `position`."""
-        self.target = max(self.target, position)
-        self._moved.set()
-
-    async def next_target(self) -> int:
-        """Wait until there is something newer than the last commit to commit."""
-        while self.target <= self.committed:
-            self._moved.clear()
-            await self._moved.wait()
-        return self.target
+    bytes_published: int = 0
+    """Encoded bytes of every publish, retries included: what the link carried."""
+    throttled_seconds: float = 0.0
+    """Time senders waited for the bandwidth cap's tokens, summed over streams."""
+    budget_spent_today: int = 0
+    budget_stops: int = 0
+    """How many days the daily budget ran out (each stop is logged once); kept over restarts."""
+    batch_sizes: dict[str, int] = field(default_factory=dict)
+    """Current adaptive batch size (events) per stream."""
 
 
 class Uplink:
     """Replicates the marked streams of an outbox to the hub."""
 
     def __init__(
-        self, config: UplinkConfig, outbox: Outbox, device_id: str, streams: list[str]
+        self,
+        config: UplinkConfig,
+        outbox: Outbox,
+        device_id: str,
+        streams: list[str],
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        budget_recheck: float = 60.0,
     ) -> None:
         self.config = config
         self.outbox = outbox
         self.device_id = device_id
         self.streams = streams
-        self.stats = UplinkStats()
+        self._stats = UplinkStats()
+        for name in sorted(set(config.streams) - set(streams)):
+            log.warning("uplink.streams names %s, which is not a stream with uplink: true; "
+                        "its settings are ignored", name)  # fmt: skip
         self._pending: dict[str, asyncio.Future[Ack]] = {}
+        self._state = StateWriter(outbox)
+        self._sizers = {s: self._sizer() for s in streams}
+        self.bucket = _bucket(config.max_bytes_per_second)
+        self.budget = _budget(config.daily_budget, wall_clock, budget_recheck)
+        if self.budget is not None:
+            self.budget.on_change = self._save_budget
+        broker = link_settings(config)
         self.connection = MqttConnection(
-            config.broker,
-            client_id=config.broker.client_id or f"edgestream-{device_id}-uplink",
+            broker,
+            client_id=broker.client_id or f"edgestream-{device_id}-uplink",
             clean_session=False,
             subscriptions=[(ack_topic(config.topic_prefix, device_id), 1)],
             on_message=self._on_ack,
             name="uplink",
         )
 
+    @property
+    def stats(self) -> UplinkStats:
+        """The counters, with the live figures of the budget, the cap and the batch sizes."""
+        stats = self._stats
+        stats.batch_sizes = {stream: sizer.size for stream, sizer in self._sizers.items()}
+        if self.bucket is not None:
+            stats.throttled_seconds = self.bucket.waited
+        if self.budget is not None:
+            self.budget.allows(0)  # rolls the day over, so a stale count is not shown
+            stats.budget_spent_today, stats.budget_stops = self.budget.spent, self.budget.stops
+        return stats
+
     async def run(self) -> None:
         """Connect and drain every uplink stream until cancelled."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.connection.run(), name="edgestream[uplink].mqtt")
-            for stream in self.streams:
-                tasks.create_task(self._drain(stream), name=f"edgestream[uplink.{stream}].sender")
+        saved = await self._state.load()
+        if self.budget is not None:
+            self.budget.restore(saved.get(BUDGET_STATE))
+        drains = [StreamDrain(self.config, self.outbox, s, self._state) for s in self.streams]
+        for drain in drains:
+            await drain.restore(saved)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.connection.run(), name="edgestream[uplink].mqtt")
+                tasks.create_task(self._state.run(), name="edgestream[uplink].state")
+                for drain in drains:
+                    name = f"edgestream[uplink.{drain.stream}]"
+                    tasks.create_task(self._drain(drain), name=name)
+        finally:
+            await self._save_on_stop()
 
-    async def _drain(self, stream: str) -> None:
-        """Send batches one after another while a companion task commits the cursor.
+    async def _save_on_stop(self) -> None:
+        """Save the last ranges and byte count on the way out, so a restart resends less.
 
-        The position of the next read is kept in memory: once the hub has acked a
-        batch, the next one is sent at once, and the cursor commits trail behind,
-        coalesced (one commit can cover several acked batches, so the group commit's
-        interval never paces the drain). A crash before a cursor commit resends those
-        batches, which the hub drops as duplicates: nothing is lost or doubled.
+        Bounded: a queue that cannot commit now must not hold up the daemon's stop.
         """
-        backoff = Backoff(self.config.broker.backoff_initial, self.config.broker.backoff_max)
-        position = await self.outbox.cursor(stream, CONSUMER)
-        trail = _CursorTrail(position)
+        try:
+            async with asyncio.timeout(5.0):
+                await self._state.flush()
+        except Exception as exc:  # the stop goes on; a restart resends, the hub dedupes
+            log.warning("Could not save the uplink state on stop: %s", exc)
+
+    async def _drain(self, drain: StreamDrain) -> None:
+        """Send batches one after another while a companion task commits the cursor."""
+        broker = self.config.broker
+        backoff = Backoff(broker.backoff_initial, broker.backoff_max)
+        sizer = self._sizers[drain.stream]
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(
-                self._commit_cursor(stream, trail), name=f"edgestream[uplink.{stream}].cursor"
-            )
+            name = f"edgestream[uplink.{drain.stream}].cursor"
+            tasks.create_task(drain.commit_cursor(), name=name)
             while True:
-                batch = await self._next_batch(stream, position)  # Step 1
-                await self._deliver(batch, backoff)
+                planned = await drain.next_batch(sizer.size)  # Step 1
+                try:
+                    round_trip = await self._deliver(planned)  # Steps 2 and 3
+                except (TimeoutError, BatchRejectedError, MqttPublishError) as exc:
+                    if not isinstance(exc, BatchRejectedError):
+                        sizer.failed()
+                    await self._retry_later(planned, exc, backoff)
+                    continue
+                sizer.acked(round_trip, len(planned.batch.events))
                 backoff.reset()
-                position = batch.upto_seq
-                trail.advance(position)  # Step 4, committed by _commit_cursor
+                drain.acked(planned)  # Step 4
 
-    async def _commit_cursor(self, stream: str, trail: _CursorTrail) -> None:
-        while True:
-            target = await trail.next_target()
-            await self._move_cursor(stream, target)
-            trail.committed = target
+    async def _retry_later(self, planned: PlannedBatch, exc: Exception, backoff: Backoff) -> None:
+        self._stats.retries += 1
+        delay = backoff.next_delay()
+        size = self._sizers[planned.batch.stream].size
+        log.warning("Batch %s of %s not acknowledged (%s); retrying in %.1fs with at most %d "
+                    "events", _first_to_last(planned), planned.batch.stream, exc or "timeout",
+                    delay, size)  # fmt: skip
+        await asyncio.sleep(delay)
 
-    async def _next_batch(self, stream: str, position: int) -> OutboxBatch:
-        cfg = self.config
-        while True:
-            batch = await self.outbox.read_after(
-                stream, position, cfg.batch_max_events, cfg.batch_max_bytes
-            )
-            if batch.empty:
-                await self.outbox.wait_for_data(stream, batch.upto_seq, 5.0)
-                continue
-            if len(batch.events) >= cfg.batch_max_events or not batch.events:
-                return batch
-            return await self._linger(batch, position)
-
-    async def _linger(self, batch: OutboxBatch, position: int) -> OutboxBatch:
-        """Wait for a fuller batch, but never hold the oldest event past `batch_max_delay`."""
-        waited = time.time() - batch.events[0].ingest_time
-        # Clamped: after the wall clock steps back, `waited` is negative.
-        remaining = min(self.config.batch_max_delay, self.config.batch_max_delay - waited)
-        if remaining <= 0:
-            return batch
-        await asyncio.sleep(remaining)
-        return await self.outbox.read_after(
-            batch.stream, position, self.config.batch_max_events, self.config.batch_max_bytes
-        )
-
-    async def _deliver(self, outbox_batch: OutboxBatch, backoff: Backoff) -> None:
+    async def _deliver(self, planned: PlannedBatch) -> float:
+        """Encode, pass the budget and the cap, publish, wait for the ack; the round trip."""
+        outbox_batch = planned.batch
         batch = Batch(
             self.device_id, self.outbox.epoch, outbox_batch.stream,
             outbox_batch.events, outbox_batch.gaps, outbox_batch.upto_seq,
         )  # fmt: skip
-        data = await self._encode(batch)  # Step 2
-        while True:
-            try:
-                ack = await self._send_one(batch, data)
-                break
-            except (TimeoutError, BatchRejectedError, MqttPublishError) as exc:
-                self.stats.retries += 1
-                delay = backoff.next_delay()
-                log.warning("Batch %s not acknowledged (%s); retrying in %.1fs",
-                            batch.batch_id, exc or "timeout", delay)  # fmt: skip
-                await asyncio.sleep(delay)
+        data = await self._encode(batch)
+        await self.connection.wait_connected()
+        await self._gate(outbox_batch.stream, len(data))
+        started = time.monotonic()
+        ack = await self._send_one(batch, data)
         self._count(batch, data, ack)
+        return time.monotonic() - started
 
-    async def _move_cursor(self, stream: str, upto_seq: int) -> None:
-        """Commit the new cursor; retried on failure, since the hub already has the batch."""
-        await retry_until_done(
-            lambda: self.outbox.ack(stream, CONSUMER, upto_seq),
-            what=f"Moving the uplink cursor of {stream}",
-            errors=(Exception,),  # the outbox's own error type belongs to the agent
-            logger=log,
-        )
+    async def _gate(self, stream: str, size: int) -> None:
+        """Wait for the cap's tokens, then the budget; count the bytes as spent at once.
+
+        No await lies between the budget's check and the spend, so concurrent senders
+        can never together pass the budget.
+        """
+        settings: UplinkStreamConfig = self.config.stream(stream)
+        if self.bucket is not None:
+            await self.bucket.acquire(size, settings.priority)
+        if self.budget is not None:
+            if not settings.budget_exempt:
+                await self.budget.wait_for(size)
+            self.budget.spend(size)
+        self._stats.bytes_published += size
+
+    def _save_budget(self) -> None:
+        assert self.budget is not None
+        self._state.put(BUDGET_STATE, self.budget.snapshot())
 
     async def _encode(self, batch: Batch) -> bytes:
         level = self.config.compression_level
@@ -192,7 +226,6 @@ class Uplink:
         waiter: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._pending[batch.batch_id] = waiter
         try:
-            await self.connection.wait_connected()
             async with asyncio.timeout(self.config.ack_timeout):
                 await self.connection.publish(
                     up_topic(self.config.topic_prefix, self.device_id), data, qos=self.config.qos
@@ -224,11 +257,42 @@ class Uplink:
                 waiter.set_exception(BatchRejectedError(reason))
 
     def _count(self, batch: Batch, data: bytes, ack: Ack) -> None:
-        self.stats.batches += 1
-        self.stats.events += len(batch.events)
-        self.stats.gaps += sum(g.count for g in batch.gaps)
-        self.stats.bytes_sent += len(data)
-        self.stats.raw_bytes += sum(len(e.payload) for e in batch.events)
-        self.stats.last_ack_at = time.time()
+        stats = self._stats
+        stats.batches += 1
+        stats.events += len(batch.events)
+        stats.gaps += sum(g.count for g in batch.gaps)
+        stats.bytes_sent += len(data)
+        stats.raw_bytes += sum(len(e.payload) for e in batch.events)
+        stats.last_ack_at = time.time()
         if ack.duplicates:
             log.info("Hub already had %d events of batch %s", ack.duplicates, batch.batch_id)
+
+    def _sizer(self) -> BatchSizer:
+        cfg = self.config
+        return BatchSizer(cfg.batch_min_events, cfg.batch_max_events, cfg.ack_timeout,
+                          cfg.adaptive_batch)  # fmt: skip
+
+
+def _first_to_last(planned: PlannedBatch) -> str:
+    return f"{planned.after + 1}-{planned.batch.upto_seq}"
+
+
+def _bucket(rate: int | None) -> TokenBucket | None:
+    return None if rate is None else TokenBucket(float(rate))
+
+
+def _budget(limit: int | None, clock: Callable[[], float], recheck: float) -> DailyBudget | None:
+    return None if limit is None else DailyBudget(limit, clock, recheck)
+
+
+def link_settings(config: UplinkConfig) -> MqttConnectionConfig:
+    """The broker settings with the uplink's own connect timeout, keepalive and backoff."""
+    broker = config.broker
+    backoff_max = config.reconnect_backoff_max or broker.backoff_max
+    return dataclasses.replace(
+        broker,
+        connect_timeout=config.connect_timeout or broker.connect_timeout,
+        keepalive=broker.keepalive if config.keepalive is None else config.keepalive,
+        backoff_max=backoff_max,
+        backoff_initial=min(broker.backoff_initial, backoff_max),
+    )

@@ -155,13 +155,25 @@ class DurableQueue:
         return await self.read_after(stream, position, max_events, max_bytes)
 
     async def read_after(
-        self, stream: str, after_seq: int, max_events: int, max_bytes: int
+        self,
+        stream: str,
+        after_seq: int,
+        max_events: int,
+        max_bytes: int,
+        before_seq: int | None = None,
     ) -> OutboxBatch:
-        """Events after a given sequence number, bounded by count and bytes."""
+        """Events after a given sequence number (and before `before_seq`), bounded."""
         batch: OutboxBatch = await self._read(
-            reader.read_after, stream, after_seq, max_events, max_bytes
+            reader.read_after, stream, after_seq, max_events, max_bytes, before_seq
         )
         return batch
+
+    async def newest_start(
+        self, stream: str, after_seq: int, max_events: int, max_bytes: int
+    ) -> int:
+        """The read position of the newest batch after `after_seq` (see `reader.newest_start`)."""
+        start: int = await self._read(reader.newest_start, stream, after_seq, max_events, max_bytes)
+        return start
 
     async def cursor(self, stream: str, consumer: str) -> int:
         """A consumer's committed position (0 before its first acknowledgement)."""
@@ -207,6 +219,15 @@ class DurableQueue:
         """All named state a component committed (see `WriteTx.put_state`)."""
         state: dict[str, bytes] = await self._read(reader.load_state, owner)
         return state
+
+    async def save_state(self, owner: str, values: Mapping[str, bytes]) -> None:
+        """Commit named pieces of a component's state together (see `load_state`)."""
+
+        def job(tx: WriteTx) -> None:
+            for name, value in values.items():
+                tx.put_state(owner, name, value)
+
+        await self.transact(job)
 
     async def inflight_digest(self, source: str, mid: int) -> bytes | None:
         """The digest committed with an MQTT message id (redelivery detection)."""

@@ -14,10 +14,13 @@ from typing import Any, TypeVar
 
 import orjson
 
-from agent.queue.records import CursorInfo, StreamStats
+from agent.queue.records import SQL_EVENT_SIZE, CursorInfo, StreamStats
 from sync.outbox import Gap, OutboxBatch, StoredEvent
 
 T = TypeVar("T")
+
+_NO_END = 2**63 - 1
+"""Largest SQLite integer: the upper bound of a read that has none."""
 
 
 class ReadWorker:
@@ -65,42 +68,61 @@ def cursor_position(conn: sqlite3.Connection, stream: str, consumer: str) -> int
 
 
 def read_after(
-    conn: sqlite3.Connection, stream: str, after_seq: int, max_events: int, max_bytes: int
+    conn: sqlite3.Connection,
+    stream: str,
+    after_seq: int,
+    max_events: int,
+    max_bytes: int,
+    before_seq: int | None = None,
 ) -> OutboxBatch:
     """Events after `after_seq` in order, bounded by count and bytes, with gaps in range.
 
     At least one event is returned even when it alone exceeds `max_bytes`, so an
     oversized event can never wedge a consumer. The queries share one read
     transaction: gaps and events must come from the same commit, or a gap committed
-    between them could move the cursor past events this read never saw.
+    between them could move the cursor past events this read never saw. With
+    `before_seq`, nothing at or past it is returned (a consumer filling a hole below
+    a range it already sent).
     """
     conn.execute("BEGIN")
     try:
-        return _read_after_in_snapshot(conn, stream, after_seq, max_events, max_bytes)
+        return _read_after_in_snapshot(conn, stream, after_seq, max_events, max_bytes, before_seq)
     finally:
         conn.execute("COMMIT")
 
 
 def _read_after_in_snapshot(
-    conn: sqlite3.Connection, stream: str, after_seq: int, max_events: int, max_bytes: int
+    conn: sqlite3.Connection,
+    stream: str,
+    after_seq: int,
+    max_events: int,
+    max_bytes: int,
+    before_seq: int | None,
 ) -> OutboxBatch:
     sid = stream_id(conn, stream)
     if sid is None:
         return OutboxBatch(stream, (), (), after_seq)
-    events = _events_after(conn, sid, after_seq, max_events, max_bytes)
+    events = _events_after(conn, sid, after_seq, max_events, max_bytes, before_seq)
     horizon = _next_seq_stored(conn, sid, events[-1].seq) if events else None
+    if before_seq is not None:
+        horizon = before_seq if horizon is None else min(horizon, before_seq)
     gaps = _gaps_after(conn, sid, after_seq, horizon)
     upto = max([after_seq] + [e.seq for e in events[-1:]] + [g.last_seq for g in gaps])
     return OutboxBatch(stream, events, gaps, upto)
 
 
 def _events_after(
-    conn: sqlite3.Connection, sid: int, after_seq: int, max_events: int, max_bytes: int
+    conn: sqlite3.Connection,
+    sid: int,
+    after_seq: int,
+    max_events: int,
+    max_bytes: int,
+    before_seq: int | None = None,
 ) -> list[StoredEvent]:
     rows = conn.execute(
         "SELECT seq, event_time, ingest_time, key, topic, payload, headers FROM events"
-        " WHERE stream_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        (sid, after_seq, max_events),
+        " WHERE stream_id = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+        (sid, after_seq, _NO_END if before_seq is None else before_seq, max_events),
     )
     events: list[StoredEvent] = []
     size = 0
@@ -131,7 +153,36 @@ def _gaps_after(
         sql += " AND first_seq < ?"
         params.append(horizon)
     rows = conn.execute(sql + " ORDER BY first_seq", params).fetchall()
-    return [Gap(max(first, after_seq + 1), last, reason, at) for first, last, reason, at in rows]
+    end = _NO_END if horizon is None else horizon - 1
+    return [
+        Gap(max(first, after_seq + 1), min(last, end), reason, at)
+        for first, last, reason, at in rows
+    ]
+
+
+def newest_start(
+    conn: sqlite3.Connection, stream: str, after_seq: int, max_events: int, max_bytes: int
+) -> int:
+    """Where to read after for the newest batch past `after_seq` (bounded by count and bytes).
+
+    `read_after` from the returned position gives the last `max_events` events (fewer
+    if they pass `max_bytes`): what a consumer draining newest first sends first.
+    """
+    sid = stream_id(conn, stream)
+    if sid is None:
+        return after_seq
+    rows = conn.execute(
+        f"SELECT seq, {SQL_EVENT_SIZE} FROM events WHERE stream_id = ? AND seq > ?"
+        " ORDER BY seq DESC LIMIT ?",
+        (sid, after_seq, max_events),
+    )
+    start, size = after_seq, 0
+    for seq, row_size in rows:
+        size += row_size
+        if start != after_seq and size > max_bytes:
+            break
+        start = seq - 1
+    return start
 
 
 def load_state(conn: sqlite3.Connection, owner: str) -> dict[str, bytes]:
