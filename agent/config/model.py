@@ -264,11 +264,20 @@ class AgentConfig:
         return Problem(path, message, IssueKind.BAD_REFERENCE)
 
     def _uplink_problems(self) -> list[Problem]:
-        if self.uplink is not None:
-            return []
-        message = "is true but the top-level uplink section is not set"
         marked = [name for name, stream in self.streams.items() if stream.uplink]
-        return [Problem(f"streams.{name}.uplink", message) for name in marked]
+        if self.uplink is None:
+            message = "is true but the top-level uplink section is not set"
+            return [Problem(f"streams.{name}.uplink", message) for name in marked]
+        return [
+            Problem(
+                f"uplink.streams.{name}",
+                f"stream {describe(name)} is not sent to the hub (set "
+                f"streams.{name}.uplink: true){hint(name, marked)}",
+                IssueKind.BAD_REFERENCE,
+            )
+            for name in self.uplink.streams
+            if name not in marked
+        ]
 
 
 def pipeline_cycle(pipelines: tuple[PipelineConfig, ...]) -> Problem | None:

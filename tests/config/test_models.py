@@ -185,6 +185,14 @@ def test_uplink_stream_needs_the_uplink_section() -> None:
     ]
 
 
+def test_uplink_stream_settings_must_name_a_stream_that_is_sent() -> None:
+    text = FULL + "  streams:\n    sensors_1n: {priority: 5}\n    sensors_1m: {priority: 1}\n"
+    assert agent_errors(text) == [
+        'agent.yaml:42: uplink.streams.sensors_1n: stream "sensors_1n" is not sent to the hub '
+        '(set streams.sensors_1n.uplink: true) (did you mean "sensors_1m"?)'
+    ]
+
+
 def test_bad_uplink_section_is_reported_without_inventing_a_missing_one() -> None:
     text = FULL.replace("  batch_max_bytes: 512KiB", "  batch_max_bytes: huge") + "  qos: 0\n"
     text = text.replace("stream: sensors\n    broker", "stream: sensorz\n    broker")

@@ -29,5 +29,5 @@ def test_the_documented_uplink_example_loads() -> None:
 def test_without_overrides_the_uplink_uses_the_broker_timings() -> None:
     config = build(UplinkConfig, {"broker": {"url": "mqtt://hub:1883", "keepalive": "20s"}})
     link = link_settings(config)
-    assert (link.connect_timeout, link.keepalive, link.backoff_max) == (10.0, 20.0, 60.0)
+    assert (link.connect_timeout, link.keepalive, link.backoff_max) == (30.0, 20.0, 60.0)
     assert config.max_bytes_per_second is None and config.daily_budget is None
