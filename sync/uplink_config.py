@@ -109,6 +109,18 @@ class UplinkConfig:
         example="50MiB",
         minimum=1024,
     )
+    hmac_key_file: str | None = setting(
+        default=None,
+        doc="File holding this device's key (64 hex digits, `openssl rand -hex 32`); "
+        "every batch is then signed with HMAC-SHA256, for a hub that checks signatures.",
+        example="/etc/edgestream/device.key",
+    )
+    dictionary_file: str | None = setting(
+        default=None,
+        doc="Trained zstd dictionary (from `edgestream wire train`) that small batches are "
+        "compressed with; the hub must list the same file in its dictionaries.",
+        example="/etc/edgestream/wire.dict",
+    )
     streams: dict[str, UplinkStreamConfig] = setting(
         default={},
         doc="Per-stream uplink settings (priority, drain order, budget exemption), by stream name.",

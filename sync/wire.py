@@ -1,164 +1,96 @@
 """The uplink wire format: one batch of one stream's events, versioned and checksummed.
 
-Layout of version 1 (all integers big-endian), documented in docs/sync-protocol.md:
+Every version starts with a version byte and ends with a CRC-32 of the bytes before
+it, so the hub can tell which decoder to use and refuse corruption with a reason. The
+hub decodes every version a device has ever written (tests/hub/wire_fixtures/ keeps a
+sample of each); `encode` writes the newest unless asked for an older one, so an old
+device or hub can be emulated.
 
-    offset  size  field
-    0       1     version (1)
-    1       1     flags (bit 0: body is zstd-compressed)
-    2       4     header length H
-    6       H     header: JSON object (device, epoch, stream, batch id, seq range, gaps)
-    6+H     B     body: events as one JSON array, zstd-compressed when flag 0 is set
-    end-4   4     CRC-32 of every byte before it
+* Version 1 (sync.wire_v1): JSON header, zstd over a JSON array of rows.
+* Version 2 (sync.wire_v2): binary header, columnar body (sync.wire_columnar), optional
+  trained zstd dictionary (sync.wire_dictionary) and HMAC-SHA256 per device.
 
-The version byte comes first so the format can evolve: a hub decodes every version
-it has ever written. The checksum lets the hub reject a corrupted batch with a reason
-instead of committing garbage.
+docs/sync-protocol.md documents both byte by byte.
 """
 
 from __future__ import annotations
 
-import base64
 import itertools
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
-import zstandard
 
-from sync.outbox import Gap, StoredEvent
+from sync import wire_v1, wire_v2
+from sync.wire_dictionary import DICTIONARY_SIZE, dictionary_id, train_dictionary
+from sync.wire_types import Batch, WireFormatError
+from sync.wire_v2 import KeyLookup
 
-VERSION = 1
-FLAG_ZSTD = 0x01
-_PREFIX = struct.Struct(">BBI")
-_CRC = struct.Struct(">I")
+__all__ = [
+    "DICTIONARY_SIZE", "MAX_DECOMPRESSED", "VERSION", "VERSIONS", "Ack", "Batch",
+    "WireFormatError", "ack_topic", "decode", "dictionary_id", "encode",
+    "train_dictionary", "up_topic",
+]  # fmt: skip
+
+VERSION = wire_v2.VERSION
+VERSIONS = (wire_v1.VERSION, wire_v2.VERSION)
 MAX_DECOMPRESSED = 256 * 1024 * 1024
+_CRC = struct.Struct(">I")
+_MIN_SIZE = 10
+_MAX_SEQ = 2**63 - 1  # SQLite's INTEGER range
 
 
-class WireFormatError(ValueError):
-    """A batch that cannot be decoded; the message says why (the hub sends it back)."""
+def encode(
+    batch: Batch, level: int = 3, *, version: int = VERSION,
+    dictionary: bytes | None = None, hmac_key: bytes | None = None,
+) -> bytes:  # fmt: skip
+    """Serialize a batch; `level` 0 means no compression.
+
+    `dictionary` (from train_dictionary) and `hmac_key` need version 2.
+    """
+    if version == wire_v2.VERSION:
+        return wire_v2.encode(batch, level, dictionary, hmac_key)
+    if version != wire_v1.VERSION:
+        raise ValueError(f"cannot encode wire version {version} (known: {VERSIONS})")
+    if dictionary is not None or hmac_key is not None:
+        raise ValueError("wire version 1 has no dictionaries and no signatures")
+    return wire_v1.encode(batch, level)
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """One stream's events from one device, as the hub commits them."""
+def decode(
+    data: bytes, max_size: int = MAX_DECOMPRESSED, *,
+    dictionaries: Mapping[bytes, bytes] | None = None, hmac_key_for: KeyLookup | None = None,
+) -> Batch:  # fmt: skip
+    """Verify and decode a batch of any known version; WireFormatError says why not.
 
-    device: str
-    epoch: str
-    stream: str
-    events: Sequence[StoredEvent]
-    gaps: Sequence[Gap]
-    upto_seq: int
-
-    @property
-    def batch_id(self) -> str:
-        """Deterministic id: a retried batch has the same id as its first try."""
-        first = self.events[0].seq if self.events else self.upto_seq
-        return f"{self.epoch}:{self.stream}:{first}-{self.upto_seq}"
-
-
-def encode(batch: Batch, level: int = 3) -> bytes:
-    """Serialize and compress a batch (version 1)."""
-    header = orjson.dumps(_header(batch))
-    body = orjson.dumps([_event_row(e) for e in batch.events])
-    flags = 0
-    if level > 0:
-        body = zstandard.ZstdCompressor(level=level).compress(body)
-        flags |= FLAG_ZSTD
-    data = _PREFIX.pack(VERSION, flags, len(header)) + header + body
-    return data + _CRC.pack(zlib.crc32(data))
-
-
-def decode(data: bytes, max_size: int = MAX_DECOMPRESSED) -> Batch:
-    """Verify and decode a batch; raise WireFormatError with the reason otherwise."""
-    if len(data) < _PREFIX.size + _CRC.size:
+    `dictionaries` maps dictionary_id(d) to d for every dictionary devices may use;
+    `hmac_key_for(device)` returns the device's key, or None when it signs nothing.
+    A device with a key must sign: an unsigned or wrongly signed batch is refused.
+    """
+    if len(data) < _MIN_SIZE:
         raise WireFormatError(f"batch too short ({len(data)} bytes)")
-    version, flags, header_len = _PREFIX.unpack_from(data)
-    if version != VERSION:
-        raise WireFormatError(f"unsupported wire version {version} (this hub reads 1)")
+    version = data[0]
+    if version not in VERSIONS:
+        raise WireFormatError(f"unsupported wire version {version} (this hub reads 1, 2)")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     if zlib.crc32(data[: -_CRC.size]) != crc:
         raise WireFormatError("checksum mismatch: batch corrupted in transit")
-    header_end = _PREFIX.size + header_len
-    if header_end > len(data) - _CRC.size:
-        raise WireFormatError("header length runs past the end of the batch")
-    header = _loads(data[_PREFIX.size : header_end], "header")
-    body = data[header_end : -_CRC.size]
-    if flags & FLAG_ZSTD:
-        body = _decompress(body, max_size)
-    return _batch_from(header, _loads(body, "body"))
-
-
-def _header(batch: Batch) -> dict[str, Any]:
-    return {
-        "device": batch.device,
-        "epoch": batch.epoch,
-        "stream": batch.stream,
-        "upto_seq": batch.upto_seq,
-        "count": len(batch.events),
-        "gaps": [[g.first_seq, g.last_seq, g.reason, g.recorded_at] for g in batch.gaps],
-    }
-
-
-def _event_row(event: StoredEvent) -> list[Any]:
-    try:
-        payload, binary = event.payload.decode(), 0
-    except UnicodeDecodeError:
-        payload, binary = base64.b64encode(event.payload).decode(), 1
-    return [
-        event.seq, event.event_time, event.ingest_time, event.key, event.topic,
-        payload, event.headers, binary,
-    ]  # fmt: skip
-
-
-def _decompress(body: bytes, max_size: int) -> bytes:
-    try:
-        reader = zstandard.ZstdDecompressor().stream_reader(body)
-        out = reader.read(max_size + 1)
-    except zstandard.ZstdError as exc:
-        raise WireFormatError(f"body is not valid zstd: {exc}") from exc
-    if len(out) > max_size:
-        raise WireFormatError(f"body decompresses past the {max_size}-byte limit")
-    return bytes(out)
-
-
-def _loads(data: bytes, what: str) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise WireFormatError(f"{what} is not valid JSON: {exc}") from exc
-
-
-def _batch_from(header: Any, rows: Any) -> Batch:
-    try:
-        events = [_event_from(row) for row in rows]
-        gaps = [Gap(int(f), int(last), str(r), float(at)) for f, last, r, at in header["gaps"]]
-        batch = Batch(
-            str(header["device"]), str(header["epoch"]), str(header["stream"]),
-            events, gaps, int(header["upto_seq"]),
-        )  # fmt: skip
-        count = int(header["count"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise WireFormatError(f"malformed batch fields: {exc!r}") from exc
+    if version == wire_v1.VERSION:
+        batch, count = wire_v1.decode(data, max_size)
+        _refuse_unsigned_v1(batch.device, hmac_key_for)
+    else:
+        batch, count = wire_v2.decode(data, max_size, dictionaries, hmac_key_for)
     _check_consistent(batch, count)
     return batch
 
 
-def _event_from(row: list[Any]) -> StoredEvent:
-    seq, event_time, ingest_time, key, topic, payload, headers, binary = row
-    raw = base64.b64decode(payload) if binary else str(payload).encode()
-    if headers is not None and not isinstance(headers, dict):
-        raise TypeError("headers must be an object")
-    return StoredEvent(
-        int(seq), float(event_time), float(ingest_time),
-        None if key is None else str(key), None if topic is None else str(topic),
-        raw, headers,
-    )  # fmt: skip
-
-
-_MAX_SEQ = 2**63 - 1  # SQLite's INTEGER range
+def _refuse_unsigned_v1(device: str, hmac_key_for: KeyLookup | None) -> None:
+    if hmac_key_for is not None and hmac_key_for(device) is not None:
+        raise WireFormatError(
+            f"bad signature: batch of {device!r} is version 1, which cannot be signed"
+        )
 
 
 def _check_consistent(batch: Batch, count: int) -> None:

@@ -15,6 +15,7 @@ from agent.logs import setup_logging
 from sync import systemd
 from sync.backoff import retry_until_done
 from sync.config.errors import ConfigError
+from sync.device_keys import KeyFileError
 from sync.hub.config import HubConfig, SqliteStoreConfig, load_hub_config
 from sync.hub.jetstream_config import JetStreamStoreConfig
 from sync.hub.republish import Republisher
@@ -58,7 +59,7 @@ def handle(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     try:
         asyncio.run(_serve(config))
-    except (StoreLockedError, StoreConfigError) as error:
+    except (StoreLockedError, StoreConfigError, KeyFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -14,6 +14,7 @@ from agent.daemon import Agent
 from agent.logs import setup_logging
 from agent.queue import QueueError
 from sync.config.errors import ConfigError
+from sync.device_keys import KeyFileError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ async def _run(config: AgentConfig) -> int:
     agent = Agent(config)
     try:
         await agent.open()
-    except QueueError as error:
+    except (QueueError, KeyFileError) as error:
         log.error("Cannot start: %s", error)
         return 1
     await agent.run(stop)

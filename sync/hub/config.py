@@ -76,6 +76,19 @@ class HubConfig:
         pattern=r"[^/+#\s]+",
     )
 
+    device_keys_file: str | None = setting(
+        default=None,
+        doc="File of `<device id> <hex key>` lines: when set, a batch is accepted only "
+        "with a valid HMAC-SHA256 signature by its device's key, and devices not listed "
+        "are refused.",
+        example="/etc/edgestream-hub/device-keys",
+    )
+    dictionaries: tuple[str, ...] = setting(
+        default=(),
+        doc="Trained zstd dictionary files devices may compress with (every one a device "
+        "uses must be listed; each batch names its dictionary by id).",
+        example=["/etc/edgestream-hub/wire.dict"],
+    )
     republish: RepublishConfig | None = setting(
         default=None,
         doc="Republish every newly committed event over MQTT (SQLite store only); "

@@ -18,15 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from sync.backoff import retry_until_done
+from sync.device_keys import KeyFileError, load_device_keys
 from sync.failpoints import failpoint
 from sync.hub.config import HubConfig
 from sync.hub.republish import Republisher
 from sync.hub.store import BatchRefusedError, CentralStore, CommitResult, StoreUnavailableError
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.message import MqttMessage
-from sync.wire import Ack, Batch, WireFormatError, ack_topic, decode
+from sync.wire import Ack, Batch, WireFormatError, ack_topic, decode, dictionary_id
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class Hub:
         self.store = store
         self.republisher = republisher
         self.stats = HubStats()
+        self._keys = load_device_keys(config.device_keys_file) if config.device_keys_file else None
+        self._dictionaries = _load_dictionaries(config.dictionaries)
         self._inbox: asyncio.Queue[_Received] = asyncio.Queue()
         self._prefix = config.topic_prefix
         client_id = config.broker.client_id or f"edgestream-hub-{config.hub_id}"
@@ -132,8 +136,14 @@ class Hub:
 
     def _verify(self, item: _Received) -> Batch | str:
         """The decoded batch, or the reason it is refused (never an exception)."""
+        if self._keys is not None and item.device not in self._keys:
+            return f"device {item.device!r} has no key in device_keys_file"
+        lookup = None if self._keys is None else self._keys.get
         try:
-            batch = decode(item.message.payload, self.config.max_batch_bytes)
+            batch = decode(
+                item.message.payload, self.config.max_batch_bytes,
+                dictionaries=self._dictionaries, hmac_key_for=lookup,
+            )  # fmt: skip
         except WireFormatError as exc:
             return str(exc)
         except Exception as exc:  # a decoder bug must not stop the hub for every device
@@ -213,3 +223,15 @@ class Hub:
         if item.device:
             ack = Ack("", "", "", 0, "rejected", reason=reason)
             await self.replies.publish(ack_topic(self._prefix, item.device), ack.to_bytes(), qos=0)
+
+
+def _load_dictionaries(paths: tuple[str, ...]) -> dict[bytes, bytes]:
+    """The trained wire dictionaries by id; an unreadable file stops the start."""
+    found = {}
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise KeyFileError(f"cannot read the wire dictionary {path}: {exc}") from exc
+        found[dictionary_id(data)] = data
+    return found

@@ -61,10 +61,28 @@ _DDL = (
 _COLUMNS_ADDED = (
     ("positions", "last_event_time", "REAL"),
     ("devices", "clock_skew", "REAL"),
+    ("devices", "clock_skew_at", "REAL"),
     ("devices", "rejected", "INTEGER NOT NULL DEFAULT 0"),
     ("devices", "last_rejection", "TEXT"),
     ("devices", "last_rejected_at", "REAL"),
 )
+
+
+SKEW_MEMORY = 3600.0
+"""Seconds a skew estimate is kept against later, larger-delay ones."""
+_NEWER_SKEW = (
+    "excluded.clock_skew IS NOT NULL AND (clock_skew IS NULL"
+    " OR excluded.clock_skew >= clock_skew"
+    f" OR excluded.clock_skew_at - clock_skew_at > {SKEW_MEMORY})"
+)
+_BEST_SKEW = (
+    f"clock_skew = CASE WHEN {_NEWER_SKEW} THEN excluded.clock_skew ELSE clock_skew END,"
+    f" clock_skew_at = CASE WHEN {_NEWER_SKEW} THEN excluded.clock_skew_at"
+    " ELSE clock_skew_at END"
+)
+"""Device clock minus hub clock, estimated as `sent_at - received_at`: transit only ever
+lowers that difference, so the largest estimate of the last hour is the closest (the
+least delayed batch), and an estimate an hour old gives way (the clock may have moved)."""
 
 
 class StoreLockedError(RuntimeError):
@@ -202,11 +220,13 @@ class SqliteCentralStore:
             (batch.device, batch.epoch, batch.stream, batch.upto_seq, committed, duplicates, now,
              newest),
         )  # fmt: skip
+        skew = None if batch.sent_at is None else batch.sent_at - now
         self._conn.execute(
-            "INSERT INTO devices (device, first_seen, last_seen, last_epoch)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT(device) DO UPDATE SET"
-            " last_seen = excluded.last_seen, last_epoch = excluded.last_epoch",
-            (batch.device, now, now, batch.epoch),
+            "INSERT INTO devices (device, first_seen, last_seen, last_epoch, clock_skew,"
+            " clock_skew_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device) DO UPDATE SET"
+            " last_seen = excluded.last_seen, last_epoch = excluded.last_epoch,"
+            f" {_BEST_SKEW}",
+            (batch.device, now, now, batch.epoch, skew, None if skew is None else now),
         )
 
     async def record_rejection(self, device: str, reason: str) -> None:

@@ -4,8 +4,9 @@ The central broker requires a client certificate and takes its CN as the usernam
 its ACL lets a device write only `edgestream/<its CN>/up`. A device's real uplink
 gets through; a client holding pi-a's certificate cannot publish on pi-b's topic (the
 broker drops it), a batch claiming to be pi-b on pi-a's own topic is refused by the
-hub and counted against pi-a, and a client without a certificate cannot connect.
-Nothing of pi-b ever reaches the store.
+hub and counted against pi-a, so is an unsigned batch on pi-a's topic (the hub checks
+each batch's HMAC with pi-a's key, which pi-a's real uplink signs with), and a client
+without a certificate cannot connect. Nothing forged ever reaches the store.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.e2e.harness import EdgestreamProcess, query, wait_until, write_yaml
 
 pytestmark = pytest.mark.slow
 
+PI_A_KEY = "5a" * 32
 ACL = """\
 pattern write edgestream/%u/up
 pattern read edgestream/%u/ack
@@ -69,9 +71,12 @@ def test_certificates_and_topics_keep_each_device_to_its_own_data(
     )
     url = f"mqtts://localhost:{broker.port}"
     hub_db = tmp_path / "hub" / "central.db"
+    (tmp_path / "device-keys").write_text(f"pi-a {PI_A_KEY}\n")
+    (tmp_path / "pi-a.key").write_text(PI_A_KEY + "\n")
     hub: dict[str, Any] = {
         "broker": {"url": url, "tls": tls(pki, hub_cert), "backoff_max": "1s"},
         "store": {"type": "sqlite", "path": str(hub_db)},
+        "device_keys_file": str(tmp_path / "device-keys"),
     }
     agent: dict[str, Any] = {
         "device_id": "pi-a",
@@ -80,7 +85,7 @@ def test_certificates_and_topics_keep_each_device_to_its_own_data(
         "sources": [{"type": "simulated", "name": "sim", "stream": "sensors", "interval": "50ms",
                      "signals": [{"name": "t"}]}],
         "uplink": {"broker": {"url": url, "tls": tls(pki, pi_a), "backoff_max": "1s"},
-                   "batch_max_delay": "100ms"},
+                   "batch_max_delay": "100ms", "hmac_key_file": str(tmp_path / "pi-a.key")},
     }  # fmt: skip
     for command, config in (("hub", hub), ("run", agent)):
         path = write_yaml(tmp_path / f"{command}.yaml", config)
@@ -97,12 +102,13 @@ def test_certificates_and_topics_keep_each_device_to_its_own_data(
     rogue.loop_start()
     rogue.publish("edgestream/pi-b/up", forged("pi-b"), qos=1).wait_for_publish(5)
     rogue.publish("edgestream/pi-a/up", forged("pi-b"), qos=1).wait_for_publish(5)
+    rogue.publish("edgestream/pi-a/up", forged("pi-a"), qos=1).wait_for_publish(5)  # unsigned
     rogue.loop_stop()
     rogue.disconnect()
 
     def refused() -> bool:
         rows = query(hub_db, "SELECT rejected FROM devices WHERE device = 'pi-a'")
-        return bool(rows) and rows[0][0] >= 1
+        return bool(rows) and rows[0][0] >= 2
 
     wait_until(refused, 15, "the hub to count the forged batch", *processes)
     time.sleep(1.0)  # anything the broker wrongly let through would have arrived by now

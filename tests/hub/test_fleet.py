@@ -122,3 +122,17 @@ def test_hub_status_without_a_store_says_so(
     config = write_hub_config(tmp_path, tmp_path / "missing.db")
     assert main(["hub", "status", "-c", str(config)]) == 1
     assert "no central store" in capsys.readouterr().err
+
+
+def test_clock_skew_keeps_the_least_delayed_estimate_of_the_last_hour(tmp_path: Path) -> None:
+    store = SqliteCentralStore(tmp_path / "c.db")
+    now = time.time()
+    for n, sent in enumerate((now - 2.0, now - 0.5, now - 3.0)):  # device 0.5-3 s "behind"
+        store.commit_now([Batch("pi-9", "e", "s", events(n + 1, n + 1), [], n + 1, sent)])
+    with read_only(tmp_path / "c.db") as conn:
+        (row,) = device_rows(conn)
+    assert row.clock_skew is not None and -0.6 < row.clock_skew < -0.4
+    store.commit_now([Batch("pi-9", "e", "s", events(9, 9), [], 9)])  # v1: no send time
+    store.close_now()
+    with read_only(tmp_path / "c.db") as conn:
+        assert device_rows(conn)[0].clock_skew == row.clock_skew
