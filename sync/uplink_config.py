@@ -117,7 +117,7 @@ class UplinkConfig:
     )
     dictionary_file: str | None = setting(
         default=None,
-        doc="Trained zstd dictionary (from `edgestream wire train`) that small batches are "
+        doc="Trained zstd dictionary (`edgestream wire train`) that small batches are "
         "compressed with; the hub must list the same file in its dictionaries.",
         example="/etc/edgestream/wire.dict",
     )
