@@ -3,12 +3,14 @@
 One row per device (last seen, lag of its newest event, streams, events, gaps and the
 events they lost, duplicates dropped, refused batches, clock skew), then with
 `--device` one row per stream and every gap with its reason. `--json` for scripts. It
-reads the SQLite store read-only, so it works while the hub runs and when it is down.
+reads the SQLite store read-only, so it works while the hub runs and when it is down;
+with the JetStream store it reads the positions bucket (gaps stay in the stream).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import sys
@@ -20,6 +22,8 @@ from sync.config.errors import ConfigError
 from sync.hub.config import SqliteStoreConfig, load_hub_config
 from sync.hub.fleet import DeviceRow, GapRow, StreamRow, device_rows, gap_rows, read_only
 from sync.hub.fleet import stream_rows as all_stream_rows
+from sync.hub.jetstream_config import JetStreamStoreConfig
+from sync.hub.store import StoreUnavailableError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,16 +39,17 @@ def handle(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print_config_error(error)
         return EXIT_CONFIG
-    if not isinstance(config.store, SqliteStoreConfig):
-        print("hub status reads the SQLite store; this hub uses " + config.store.kind,
-              file=sys.stderr)  # fmt: skip
-        return 1
     try:
-        with read_only(config.store.path) as conn:
-            devices = device_rows(conn)
-            streams = all_stream_rows(conn, args.device)
-            gaps = gap_rows(conn, args.device)
-    except FileNotFoundError as error:
+        if isinstance(config.store, SqliteStoreConfig):
+            with read_only(config.store.path) as conn:
+                devices = device_rows(conn)
+                streams = all_stream_rows(conn, args.device)
+                gaps = gap_rows(conn, args.device)
+        else:
+            devices, streams = asyncio.run(_jetstream_fleet(config.store))
+            streams = [s for s in streams if args.device in (None, s.device)]
+            gaps = []
+    except (FileNotFoundError, StoreUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     now = time.time()
@@ -58,6 +63,20 @@ def handle(args: argparse.Namespace) -> int:
     else:
         print(render(devices, streams if args.device else [], gaps if args.device else [], now))
     return 0
+
+
+async def _jetstream_fleet(
+    settings: JetStreamStoreConfig,
+) -> tuple[list[DeviceRow], list[StreamRow]]:
+    """The fleet from the JetStream store's positions bucket (nats-py only for this)."""
+    from sync.hub.jetstream_fleet import read_fleet
+    from sync.hub.jetstream_stream import connect
+
+    client = await connect(settings, "edgestream-hub-status")
+    try:
+        return await read_fleet(client.jetstream(), settings.fleet_bucket)
+    finally:
+        await client.close()
 
 
 def as_json(

@@ -28,6 +28,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from sync.hub.fleet import DeviceRow, StreamRow
 from sync.hub.jetstream_messages import token
 from sync.hub.store import CommitResult
 from sync.wire import Batch
@@ -165,3 +166,41 @@ def _rejected(current: dict[str, Any] | None, device: str, reason: str) -> dict[
     count = int((current or {}).get("rejected", 0)) + 1
     return {"device": device, "rejected": count, "last_rejection": reason[:500],
             "last_rejected_at": time.time()}  # fmt: skip
+
+
+async def read_fleet(js: JetStreamContext, bucket: str) -> tuple[list[DeviceRow], list[StreamRow]]:
+    """Devices and streams as the positions bucket holds them (for `hub status`).
+
+    Gap records live in the stream itself, not here, so gaps and lost events read as 0
+    in this view; the stream's `_gap` subjects hold them.
+    """
+    try:
+        kv = await js.key_value(bucket)
+        keys = await kv.keys()
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
+        return [], []
+    values = [orjson.loads((await kv.get(key)).value or b"{}") for key in keys]
+    streams = [_stream_row(v) for v in values if "stream" in v]
+    refusals = {v["device"]: v for v in values if "rejected" in v}
+    devices = sorted({s.device for s in streams} | set(refusals))
+    return [_device_row(d, streams, refusals.get(d, {})) for d in devices], streams
+
+
+def _stream_row(value: dict[str, Any]) -> StreamRow:
+    return StreamRow(
+        value["device"], value["epoch"], value["stream"], int(value["upto_seq"]),
+        int(value["events"]), int(value["duplicates"]), 0, 0, float(value["last_seen"]),
+        value.get("newest_event_time"),
+    )  # fmt: skip
+
+
+def _device_row(device: str, streams: list[StreamRow], refused: dict[str, Any]) -> DeviceRow:
+    mine = [s for s in streams if s.device == device]
+    seen = [s.updated_at for s in mine] + [float(refused.get("last_rejected_at", 0.0))]
+    newest = [s.last_event_time for s in mine if s.last_event_time is not None]
+    return DeviceRow(
+        device, min(seen), max(seen), mine[-1].epoch if mine else "", len(mine),
+        sum(s.events for s in mine), sum(s.duplicates for s in mine), 0, 0,
+        max(newest, default=None), None, int(refused.get("rejected", 0)),
+        refused.get("last_rejection"),
+    )  # fmt: skip

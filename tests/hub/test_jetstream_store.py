@@ -4,7 +4,9 @@ gaps, outages and the start-up check."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 from urllib.parse import unquote
 
 import nats
@@ -12,6 +14,7 @@ import orjson
 import pytest
 from nats.js.api import StreamConfig
 
+from agent.cli.main import main
 from sync.config.spec import load_config
 from sync.hub.config import HubConfig
 from sync.hub.jetstream_config import JetStreamStoreConfig
@@ -215,6 +218,27 @@ async def test_fleet_positions_are_kept_per_device_stream_in_the_kv_bucket(
     assert (position["upto_seq"], position["events"], position["duplicates"]) == (12, 10, 10)
     assert position["epoch"] == "e" and position["newest_event_time"] == 1010.0
     assert (device["rejected"], device["last_rejection"]) == (1, "bad signature")
+
+
+async def test_hub_status_reads_the_fleet_from_the_kv_bucket(
+    nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = await JetStreamCentralStore.open(settings(nats_server))
+    await store.commit([Batch("pi-1", "e", "s", events(1, 10), [], 10)])
+    await store.commit([Batch("pi-1", "e", "t", events(1, 4), [], 4)])
+    await store.record_rejection("pi-2", "bad signature")
+    await store.close()
+    config = tmp_path / "hub.yaml"
+    config.write_text(
+        'broker: {url: "mqtt://127.0.0.1:1"}\n'
+        f"store: {{type: jetstream, servers: ['{nats_server.url}']}}\n"
+    )
+    code = await asyncio.to_thread(main, ["hub", "status", "-c", str(config), "--json"])
+    assert code == 0
+    shown = json.loads(capsys.readouterr().out)
+    rows = {d["device"]: d for d in shown["devices"]}
+    assert (rows["pi-1"]["streams"], rows["pi-1"]["events"]) == (2, 14)
+    assert (rows["pi-2"]["rejected"], rows["pi-2"]["last_rejection"]) == (1, "bad signature")
 
 
 def test_the_hub_config_selects_jetstream_by_type() -> None:
