@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import random
 import signal
 import socket
 import sqlite3
@@ -334,6 +335,40 @@ class Edgestream:
 
 
 # ------------------------------------------------------------------ workloads
+
+
+SENSORS: list[tuple[str, str, float, float, int]] = [
+    ("temp", "C", 21.0, 0.4, 2), ("humidity", "%", 45.0, 1.5, 1),
+    ("pressure", "hPa", 1013.0, 0.8, 1), ("co2", "ppm", 600.0, 25.0, 0),
+    ("vibration", "mm/s", 2.5, 0.9, 3), ("voltage", "V", 230.0, 1.2, 2),
+    ("current", "A", 4.2, 0.3, 3), ("rpm", "rpm", 1450.0, 12.0, 0),
+]  # fmt: skip
+
+
+# ------------------------------------------------------------------ W-wire
+
+
+def w_wire(count: int) -> list[dict[str, Any]]:
+    """The W-wire stream exactly as PERFORMANCE.md defines it."""
+    rnd = random.Random(42)
+    ts = 1764201600.0
+    walk: dict[tuple[int, str], float] = {}
+    events = []
+    for _ in range(count):
+        dev = rnd.randrange(50)
+        name, unit, base, noise, decimals = SENSORS[rnd.randrange(8)]
+        key = (dev, name)
+        if key in walk:
+            walk[key] += rnd.gauss(0, noise)
+        else:
+            walk[key] = base + rnd.gauss(0, noise * 5)
+        value: float | int = round(walk[key], decimals)
+        if decimals == 0:
+            value = int(value)
+        ts = round(ts + rnd.uniform(0.0005, 0.02), 3)
+        events.append({"device": f"pi-{dev:03d}", "sensor": name, "ts": ts, "value": value,
+                       "unit": unit})  # fmt: skip
+    return events
 
 
 def ingest_payload(i: int, devices: int = 100) -> tuple[str, bytes]:

@@ -35,6 +35,7 @@ from benchkit import (
     print_machine,
     print_table,
     temp_dir,
+    w_wire,
     write_yaml,
 )
 from paho.mqtt.enums import CallbackAPIVersion
@@ -43,7 +44,7 @@ from sync.outbox import StoredEvent
 from sync.wire import Ack, Batch, encode
 
 sys.path.insert(0, str(REPO))
-from bench.uplink_drain import as_new_events, w_wire
+from bench.uplink_drain import as_new_events
 from tests.nats import NatsServer, nats_server_binary
 
 CASES: tuple[tuple[str, str, int], ...] = (

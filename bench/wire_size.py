@@ -27,41 +27,13 @@ from collections.abc import Callable, Sequence
 
 import orjson
 import zstandard
-from benchkit import print_machine, print_table
+from benchkit import print_machine, print_table, w_wire
 
 from sync.outbox import StoredEvent
 from sync.wire import DICTIONARY_SIZE, Batch, decode, dictionary_id, encode, train_dictionary
 
-SENSORS: list[tuple[str, str, float, float, int]] = [
-    ("temp", "C", 21.0, 0.4, 2), ("humidity", "%", 45.0, 1.5, 1),
-    ("pressure", "hPa", 1013.0, 0.8, 1), ("co2", "ppm", 600.0, 25.0, 0),
-    ("vibration", "mm/s", 2.5, 0.9, 3), ("voltage", "V", 230.0, 1.2, 2),
-    ("current", "A", 4.2, 0.3, 3), ("rpm", "rpm", 1450.0, 12.0, 0),
-]  # fmt: skip
 TRAIN = 50_000
 BATCHES = (1000, 100, 10, 1)
-
-
-def w_wire(count: int) -> list[dict[str, object]]:
-    """The W-wire events exactly as PERFORMANCE.md defines them."""
-    rnd = random.Random(42)
-    ts = 1764201600.0
-    walk: dict[tuple[int, str], float] = {}
-    events = []
-    for _ in range(count):
-        dev = rnd.randrange(50)
-        name, unit, base, noise, decimals = SENSORS[rnd.randrange(8)]
-        key = (dev, name)
-        walk[key] = (
-            walk[key] + rnd.gauss(0, noise) if key in walk else base + rnd.gauss(0, noise * 5)
-        )
-        value: float | int = round(walk[key], decimals)
-        if decimals == 0:
-            value = int(value)
-        ts = round(ts + rnd.uniform(0.0005, 0.02), 3)
-        events.append({"device": f"pi-{dev:03d}", "sensor": name, "ts": ts, "value": value,
-                       "unit": unit})  # fmt: skip
-    return events
 
 
 INGEST_MODELS: dict[str, Callable[[float, float], float]] = {
