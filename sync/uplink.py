@@ -223,7 +223,8 @@ class Uplink:
     async def _encode(self, batch: Batch) -> bytes:
         encoder = functools.partial(
             encode, batch, self.config.compression_level,
-            dictionary=self._dictionary, hmac_key=self._hmac_key,
+            version=self.config.wire_version, dictionary=self._dictionary,
+            hmac_key=self._hmac_key,
         )  # fmt: skip
         if len(batch.events) > 200:
             return await asyncio.to_thread(encoder)

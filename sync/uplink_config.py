@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+from sync.config.errors import Problem
 from sync.config.fields import config_class, setting
 from sync.config.units import Duration, Size
 from sync.mqtt.config import MqttConnectionConfig
@@ -109,6 +110,13 @@ class UplinkConfig:
         example="50MiB",
         minimum=1024,
     )
+    wire_version: int = setting(
+        default=2,
+        doc="Wire format version the batches are written in: 2 (compact, columnar) or 1 "
+        "for a hub older than version 2 (upgrade hubs first, then set 2).",
+        minimum=1,
+        maximum=2,
+    )
     hmac_key_file: str | None = setting(
         default=None,
         doc="File holding this device's key (64 hex digits, `openssl rand -hex 32`); "
@@ -142,6 +150,12 @@ class UplinkConfig:
         "handshakes cost on a metered link.",
         minimum=0.01,
     )
+
+    def check(self) -> list[Problem]:
+        if self.wire_version != 1:
+            return []
+        used = [k for k in ("hmac_key_file", "dictionary_file") if getattr(self, k)]
+        return [Problem(k, "needs wire_version 2 (version 1 has no place for it)") for k in used]
 
     def stream(self, name: str) -> UplinkStreamConfig:
         """The settings of one stream, or the defaults when `streams` does not name it."""

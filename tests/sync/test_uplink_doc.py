@@ -31,3 +31,17 @@ def test_without_overrides_the_uplink_uses_the_broker_timings() -> None:
     link = link_settings(config)
     assert (link.connect_timeout, link.keepalive, link.backoff_max) == (30.0, 20.0, 60.0)
     assert config.max_bytes_per_second is None and config.daily_budget is None
+
+
+def test_wire_version_1_is_for_old_hubs_and_refuses_what_it_cannot_carry() -> None:
+    import pytest
+
+    from sync.config.errors import ConfigError
+    from sync.config.spec import load_config
+
+    old_hub = build(UplinkConfig, {"broker": {"url": "mqtt://hub"}, "wire_version": 1})
+    assert old_hub.wire_version == 1
+    text = 'broker: {url: "mqtt://hub"}\nwire_version: 1\nhmac_key_file: /k\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(UplinkConfig, text, "uplink.yaml", {})
+    assert "hmac_key_file: needs wire_version 2" in str(caught.value)
