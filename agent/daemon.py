@@ -18,6 +18,8 @@ from agent.config.file_source import FileSourceConfig
 from agent.config.http_source import HttpSourceConfig
 from agent.config.model import AgentConfig, Source
 from agent.config.mqtt_source import MqttSourceConfig
+from agent.health import agent_readiness
+from agent.metrics import agent_registry
 from agent.outputs.mqtt import MqttOutput
 from agent.pipeline.build import compile_pipeline
 from agent.pipeline.runner import PipelineRunner
@@ -28,6 +30,7 @@ from agent.sources.local import polling_source
 from agent.sources.mqtt import MqttSource
 from agent.sources.polling import PollingSource
 from sync import systemd
+from sync.metrics_server import MetricsServer
 from sync.systemd import keep_watchdog_fed
 from sync.uplink import CONSUMER as UPLINK_CONSUMER
 from sync.uplink import Uplink
@@ -55,6 +58,7 @@ class Agent:
         self.config = config
         self.queue: DurableQueue | None = None
         self.parts = Components()
+        self.metrics: MetricsServer | None = None
 
     async def open(self) -> None:
         """Open the queue, declare its consumers and build every component."""
@@ -69,6 +73,7 @@ class Agent:
         )  # fmt: skip
         await self.queue.register_consumers(self._consumers())
         self.parts = self._build(self.queue)
+        self.metrics = self._metrics_server(self.queue)
         log.info(
             "Agent %s opened queue %s (epoch %s)", cfg.device_id, self.queue.path, self.queue.epoch
         )
@@ -114,6 +119,13 @@ class Agent:
             parts.uplink = Uplink(cfg.uplink, queue, cfg.device_id, uplink_streams)
         return parts
 
+    def _metrics_server(self, queue: DurableQueue) -> MetricsServer:
+        """/metrics, /healthz and /readyz over the components just built."""
+        cfg = self.config
+        registry = agent_registry(cfg, queue, self.parts)
+        readiness = agent_readiness(cfg.metrics, cfg.data_dir, queue, self.parts)
+        return MetricsServer(cfg.metrics, registry, readiness, name="agent-metrics")
+
     def _coroutines(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         p = self.parts
         runs: list[tuple[str, Coroutine[Any, Any, None]]] = []
@@ -137,7 +149,8 @@ class Agent:
         """Run every component until `stop` is set, then shut down cleanly."""
         if self.queue is None:
             await self.open()
-        assert self.queue is not None
+        assert self.queue is not None and self.metrics is not None
+        await self.metrics.start()
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
@@ -152,5 +165,6 @@ class Agent:
                 for task in tasks:  # sources were created first, so they stop first
                     task.cancel()
         finally:
+            await self.metrics.close()
             await self.queue.close()
             log.info("Agent stopped; queue closed cleanly")

@@ -18,6 +18,7 @@ from sync.config.errors import ConfigError
 from sync.device_keys import KeyFileError
 from sync.hub.config import HubConfig, SqliteStoreConfig, load_hub_config
 from sync.hub.jetstream_config import JetStreamStoreConfig
+from sync.hub.metrics import hub_readiness, hub_registry
 from sync.hub.republish import Republisher
 from sync.hub.service import Hub
 from sync.hub.store import (
@@ -27,6 +28,7 @@ from sync.hub.store import (
     StoreLockedError,
     StoreUnavailableError,
 )
+from sync.metrics_server import MetricsServer
 from sync.systemd import keep_watchdog_fed
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,22 @@ async def _serve(config: HubConfig) -> None:
 
 async def _run_hub(config: HubConfig, store: CentralStore, stopping: asyncio.Task[Any]) -> None:
     hub = Hub(config, store, _republisher(config, store))
+    metrics = hub_metrics_server(hub)
+    await metrics.start()
+    try:
+        await _serve_hub(config, hub, stopping)
+    finally:
+        await metrics.close()
+
+
+def hub_metrics_server(hub: Hub) -> MetricsServer:
+    """/metrics, /healthz and /readyz of a hub."""
+    settings = hub.config.metrics
+    readiness = hub_readiness(hub, settings.disconnected_grace, settings.min_free_disk)
+    return MetricsServer(settings, hub_registry(hub), readiness, name="hub-metrics")
+
+
+async def _serve_hub(config: HubConfig, hub: Hub, stopping: asyncio.Task[Any]) -> None:
     task = asyncio.create_task(hub.run(), name="edgestream[hub]")
     watchdog = asyncio.create_task(keep_watchdog_fed(lambda: None), name="edgestream[watchdog]")
     log.info("Hub %s serving %s into %s", config.hub_id, config.broker.url, _where(config))

@@ -27,6 +27,7 @@ from agent.config.system_source import SystemSourceConfig
 from sync.config.errors import IssueKind, Problem, describe, hint
 from sync.config.fields import TAGGED_BY_TYPE, config_class, setting
 from sync.config.units import Duration, Size
+from sync.metrics_config import MetricsConfig
 from sync.mqtt.config import MqttConnectionConfig
 from sync.uplink_config import DEVICE_ID_PATTERN, UplinkConfig
 
@@ -226,6 +227,10 @@ class AgentConfig:
     outputs: tuple[Output, ...] = setting(default=(), doc="Where local results go, by `type`.")
     uplink: UplinkConfig | None = setting(
         default=None, doc="Store-and-forward to the hub; unset keeps all data on the device."
+    )
+    metrics: MetricsConfig = setting(
+        default=MetricsConfig(),
+        doc="Prometheus metrics and health endpoints, on loopback port 9108 by default.",
     )
 
     def check(self) -> list[Problem]:

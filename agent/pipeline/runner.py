@@ -68,6 +68,8 @@ class PipelineStats:
     events_out: int = 0
     side_out: int = 0
     errors: int = 0
+    state_bytes: int = 0
+    """Size of the step snapshots (window state) written by the last commit."""
 
 
 class PipelineRunner:
@@ -303,6 +305,7 @@ class PipelineRunner:
         if dead:
             events.setdefault(DEADLETTER_STREAM, []).extend(dead)
         snapshots = {name: encode_state(state) for name, state in self._snapshots().items()}
+        self.stats.state_bytes = sum(len(data) for data in snapshots.values())
         return PreparedCommit(events, snapshots, dict(reads), len(out))
 
     async def _submit(self, prepared: PreparedCommit) -> None:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from agent.queue import reader, schema
 from agent.queue.errors import QueueClosedError, QueueError, UnknownStreamError
+from agent.queue.integrity import set_aside_if_corrupt
 from agent.queue.records import InflightMark, NewEvent, StreamLimits, StreamStats
 from agent.queue.streams import DEADLETTER_LIMITS, DEADLETTER_STREAM, load_streams
 from agent.queue.transaction import WriteTx
@@ -52,6 +53,8 @@ class DurableQueue:
         self._last_seqs = last_seqs
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
+        self.set_aside: Path | None = None
+        """Where a corrupt database found at start was moved (agent/queue/integrity.py)."""
 
     @classmethod
     async def open(
@@ -66,6 +69,7 @@ class DurableQueue:
         """Open (or create) the queue in `data_dir` and start its threads."""
         path = Path(data_dir) / DATABASE_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
+        set_aside = await asyncio.to_thread(set_aside_if_corrupt, path)
         limits = {DEADLETTER_STREAM: DEADLETTER_LIMITS, **streams}
         loop = asyncio.get_running_loop()
         try:
@@ -96,6 +100,7 @@ class DurableQueue:
         sizes = {name: s.bytes for name, s in states.items()}
         last = {name: s.next_seq - 1 for name, s in states.items()}
         queue = cls(path, epoch, writer, read_worker, limits, sizes, last)
+        queue.set_aside = set_aside
         writer.start()
         return queue
 

@@ -14,6 +14,7 @@ from sync.config.spec import load_config_file
 from sync.config.units import Size
 from sync.hub.jetstream_config import JetStreamStoreConfig
 from sync.hub.republish_config import RepublishConfig
+from sync.metrics_config import HubMetricsConfig
 from sync.mqtt.config import MqttConnectionConfig
 from sync.uplink_config import DEVICE_ID_PATTERN
 
@@ -93,6 +94,10 @@ class HubConfig:
         default=None,
         doc="Republish every newly committed event over MQTT (SQLite store only); "
         "unset republishes nothing.",
+    )
+    metrics: HubMetricsConfig = setting(
+        default=HubMetricsConfig(),
+        doc="Prometheus metrics and health endpoints, on loopback port 9109 by default.",
     )
 
     def check(self) -> list[Problem]:

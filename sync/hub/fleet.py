@@ -107,9 +107,17 @@ def stream_rows(conn: sqlite3.Connection, device: str | None = None) -> list[Str
     return [r for r in rows if device is None or r.device == device]
 
 
-def device_rows(conn: sqlite3.Connection) -> list[DeviceRow]:
-    """Every device the hub has committed for or refused a batch from."""
-    return [DeviceRow(*row) for row in conn.execute(_DEVICES)]
+def device_rows(conn: sqlite3.Connection, limit: int | None = None) -> list[DeviceRow]:
+    """Every device the hub has committed for or refused a batch from (the first `limit`)."""
+    if limit is None:
+        return [DeviceRow(*row) for row in conn.execute(_DEVICES)]
+    return [DeviceRow(*row) for row in conn.execute(_DEVICES + " LIMIT ?", (limit,))]
+
+
+def device_count(conn: sqlite3.Connection) -> int:
+    """How many devices the store knows."""
+    count: int = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+    return count
 
 
 def gap_rows(conn: sqlite3.Connection, device: str | None = None) -> list[GapRow]:
