@@ -38,6 +38,7 @@ class MetricsServer:
                 ("GET", "/metrics"): self._metrics,
                 ("GET", "/healthz"): self._healthz,
                 ("GET", "/readyz"): self._readyz,
+                ("GET", "/status"): self._status,
             },
             host=config.host, port=config.port, max_body=0, name=name,
             max_connections=8, idle_timeout=60.0,
@@ -76,6 +77,14 @@ class MetricsServer:
 
     async def _healthz(self, request: Request) -> Response:
         return json_response(200, {"status": "alive"})
+
+    async def _status(self, request: Request) -> Response:
+        """The same figures as /metrics, as JSON, for `edgestream status`."""
+        families = {
+            f.name: [{"labels": dict(labels), "value": value} for labels, value in f.samples]
+            for f in await self.registry.collect()
+        }
+        return json_response(200, {"families": families, "not_ready": await self.readiness()})
 
     async def _readyz(self, request: Request) -> Response:
         reasons = await self.readiness()

@@ -50,11 +50,11 @@ def handle(args: argparse.Namespace) -> int:
         stats = stream_stats(conn)
     finally:
         conn.close()
-    print(json.dumps([_as_dict(s) for s in stats], indent=2) if args.json else render(stats))
+    print(json.dumps([as_dict(s) for s in stats], indent=2) if args.json else render(stats))
     return 0
 
 
-def _as_dict(stats: StreamStats) -> dict[str, Any]:
+def as_dict(stats: StreamStats) -> dict[str, Any]:
     return {
         "stream": stats.name, "depth": stats.depth, "bytes": stats.bytes,
         "last_seq": stats.last_seq, "oldest_unsent_age_s": _age(stats.oldest_unsent_time),
