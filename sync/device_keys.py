@@ -1,4 +1,6 @@
-"""Per-device HMAC keys: a device signs its batches, the hub checks them.
+"""Files both ends of a link must share: per-device HMAC keys and wire dictionaries.
+
+Per-device HMAC keys: a device signs its batches, the hub checks them.
 
 Client certificates and a topic ACL stop a device from publishing on another device's
 topic at the broker; a signature over the batch also protects against a broker (or
@@ -67,3 +69,11 @@ def _key(text: str, path: str | Path, number: int) -> bytes:
             f"{path}:{number}: the key has {len(key)} bytes, at least {MIN_KEY_BYTES} are needed"
         )
     return key
+
+
+def load_dictionary(path: str | Path) -> bytes:
+    """A trained wire dictionary's bytes (device and hub read the same file)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read the wire dictionary {path}: {exc}") from exc

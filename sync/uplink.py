@@ -25,13 +25,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sync.backoff import Backoff
 from sync.batch_sizer import BatchSizer
 from sync.daily_budget import STATE_NAME as BUDGET_STATE
 from sync.daily_budget import DailyBudget
-from sync.device_keys import KeyFileError, load_device_key
+from sync.device_keys import load_device_key, load_dictionary
 from sync.mqtt.config import MqttConnectionConfig
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.errors import MqttPublishError
@@ -98,7 +97,9 @@ class Uplink:
                         "its settings are ignored", name)  # fmt: skip
         self._pending: dict[str, asyncio.Future[Ack]] = {}
         self._hmac_key = load_device_key(config.hmac_key_file) if config.hmac_key_file else None
-        self._dictionary = _read_dictionary(config.dictionary_file)
+        self._dictionary = (
+            load_dictionary(config.dictionary_file) if config.dictionary_file else None
+        )
         self._state = StateWriter(outbox)
         self._sizers = {s: self._sizer() for s in streams}
         self.bucket = _bucket(config.max_bytes_per_second)
@@ -305,13 +306,3 @@ def link_settings(config: UplinkConfig) -> MqttConnectionConfig:
         backoff_max=backoff_max,
         backoff_initial=min(broker.backoff_initial, backoff_max),
     )
-
-
-def _read_dictionary(path: str | None) -> bytes | None:
-    """The trained dictionary's bytes; a missing file stops the start with its reason."""
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"cannot read the wire dictionary {path}: {exc}") from exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -21,7 +21,8 @@ from agent.sources.payloads import DecodeFailure, parser_for
 from sync.mqtt.message import MqttMessage
 
 DEADLETTER_SAMPLE = 1024
-_TIME_DIVISOR = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+TIME_DIVISOR: Final = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+"""Epoch numbers in these units, divided by this, are seconds (division rounds exactly)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +85,11 @@ class MessageDecoder:
             value = self._parse(raw)
             if isinstance(value, DecodeFailure):
                 return dead_letter(message, self._source, value.kind, value.detail)
-        event_time = _event_time(value, self._payload, message.received_at)
-        headers: dict[str, Any] = {}
-        if event_time - message.received_at > self._payload.max_future:
-            headers["time_in_future"] = repr(event_time)
-            event_time = message.received_at
+        event_time, future = trusted_time(
+            _event_time(value, self._payload, message.received_at),
+            message.received_at, self._payload.max_future,
+        )  # fmt: skip
+        headers: dict[str, Any] = {} if future is None else {"time_in_future": future}
         if self._rewrites:
             value = self._enriched(value, message, event_time)
             raw = encode_payload(value)
@@ -119,6 +120,19 @@ class MessageDecoder:
         return _key(message.topic, value, self._key)
 
 
+DEFAULT_MAX_FUTURE: Final = 86400.0
+"""How far ahead of its arrival an event time may lie before it is distrusted."""
+
+
+def trusted_time(when: float, arrival: float, max_future: float) -> tuple[float, str | None]:
+    """`when`, or the arrival time and the distrusted time's text when `when` lies more
+    than `max_future` ahead (a wrong unit or clock): one bad reading must not close every
+    window early. The text goes in the event's `time_in_future` header."""
+    if when - arrival > max_future:
+        return arrival, repr(when)
+    return when, None
+
+
 def user_properties(pairs: tuple[tuple[str, str], ...]) -> dict[str, str | list[str]]:
     """MQTT 5 user properties as an object; a name sent several times keeps every value."""
     found: dict[str, str | list[str]] = {}
@@ -144,7 +158,7 @@ def _event_time(value: Any, cfg: PayloadConfig, received_at: float) -> float:
     found = field_path(value, cfg.time_field)
     if isinstance(found, bool) or not isinstance(found, int | float) or abs(found) > 1e300:
         return received_at
-    return float(found) / _TIME_DIVISOR[cfg.time_unit]  # division rounds exactly; * 1e-3 does not
+    return float(found) / TIME_DIVISOR[cfg.time_unit]  # division rounds exactly; * 1e-3 does not
 
 
 def _key(topic: str, value: Any, cfg: KeyConfig) -> str | None:

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -37,16 +37,21 @@ from agent.queue import (
     WriteTx,
     encode_payload,
 )
-from agent.sources.decode import DEADLETTER_SAMPLE, DeadLetter, field_path
+from agent.sources.decode import (
+    DEADLETTER_SAMPLE,
+    DEFAULT_MAX_FUTURE,
+    TIME_DIVISOR,
+    DeadLetter,
+    field_path,
+    trusted_time,
+)
 from agent.sources.file_follow import FileStats, Follower, Line, LongLine, Position
+from agent.sources.payloads import number_or_text
 from agent.sources.polling import ConditionLog
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-MAX_FUTURE: Final = 86400.0
-INT_RANGE: Final = range(-(2**63), 2**64)
-_TIME_DIVISOR: Final = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 __all__ = ["FileSource", "FileStats"]
 
@@ -264,10 +269,8 @@ class LineDecoder:
     def _event(self, fields: dict[str, Any], now: float) -> NewEvent:
         cfg = self.config
         key = None if cfg.key_field is None else field_path(fields, cfg.key_field)
-        when, headers = self._event_time(fields, now), None
-        if when - now > MAX_FUTURE:  # a wrong unit or clock: as the MQTT and HTTP sources
-            headers = orjson.dumps({"time_in_future": repr(when)}).decode()
-            when = now
+        when, future = trusted_time(self._event_time(fields, now), now, DEFAULT_MAX_FUTURE)
+        headers = None if future is None else orjson.dumps({"time_in_future": future}).decode()
         try:
             payload = encode_payload({**fields, **cfg.tags})
         except TypeError as exc:
@@ -282,7 +285,7 @@ class LineDecoder:
         if isinstance(found, bool) or not isinstance(found, int | float):
             return now
         try:
-            seconds = float(found) / _TIME_DIVISOR[cfg.time_unit]  # exact, unlike * 1e-3
+            seconds = float(found) / TIME_DIVISOR[cfg.time_unit]  # exact, unlike * 1e-3
         except OverflowError:
             return now
         return seconds if math.isfinite(seconds) else now
@@ -315,7 +318,7 @@ def _csv_fields(text: str, columns: list[str]) -> dict[str, Any]:
     if len(row) != len(columns):
         detail = f"{len(row)} value(s) for {len(columns)} column(s)"
         raise Refused("csv_columns", detail)
-    return {column: _number_or_text(value) for column, value in zip(columns, row, strict=True)}
+    return {column: number_or_text(value) for column, value in zip(columns, row, strict=True)}
 
 
 def _regex_fields(text: str, pattern: re.Pattern[str]) -> dict[str, Any]:
@@ -323,23 +326,4 @@ def _regex_fields(text: str, pattern: re.Pattern[str]) -> dict[str, Any]:
     if match is None:
         raise Refused("no_match", "line does not match the pattern")
     found = match.groupdict()
-    return {name: _number_or_text(value) for name, value in found.items() if value is not None}
-
-
-def _number_or_text(text: str) -> Any:
-    """An int that fits 64 bits or a finite float when the text is one, else the text.
-
-    Longer runs of digits (a 20-digit ICCID, a serial number) stay text: as a float they
-    would lose digits, and JSON encoders and many consumers refuse wider integers.
-    """
-    try:
-        whole = int(text)
-    except ValueError:
-        pass
-    else:
-        return whole if whole in INT_RANGE else text
-    try:
-        real = float(text)
-    except ValueError:
-        return text
-    return real if math.isfinite(real) else text
+    return {name: number_or_text(value) for name, value in found.items() if value is not None}

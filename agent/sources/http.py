@@ -40,15 +40,13 @@ import orjson
 
 from agent.config.http_source import HEALTH_PATH, HttpSourceConfig
 from agent.queue import DurableQueue, NewEvent, QueueError, WriteTx, encode_payload
-from agent.sources.decode import field_path
+from agent.sources.decode import DEFAULT_MAX_FUTURE, field_path, trusted_time
 from agent.sources.polling import ConditionLog
 from sync.backoff import Backoff
 from sync.http_server import HttpServer, Request, Response, error_response, json_response
 
 log = logging.getLogger(__name__)
 
-MAX_FUTURE: Final = 86400.0
-"""An event time further ahead than this is a wrong clock: the arrival time is used."""
 ROOM_WAIT: Final = 5.0
 """Seconds a request waits for room in a full `block` stream before 503."""
 NDJSON_TYPES: Final = frozenset({"application/x-ndjson", "application/jsonl"})
@@ -300,10 +298,9 @@ class HttpSource:
         event_time, headers = arrival, None
         found = None if cfg.time_field is None else field_path(obj, cfg.time_field)
         if isinstance(found, int | float) and not isinstance(found, bool):
-            if found - arrival > MAX_FUTURE:
-                headers = orjson.dumps({"time_in_future": repr(float(found))}).decode()
-            else:
-                event_time = float(found)
+            event_time, future = trusted_time(float(found), arrival, DEFAULT_MAX_FUTURE)
+            if future is not None:
+                headers = orjson.dumps({"time_in_future": future}).decode()
         key = None if cfg.key_field is None else field_path(obj, cfg.key_field)
         payload = encode_payload({**obj, **cfg.tags})
         return NewEvent(

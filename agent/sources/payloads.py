@@ -94,7 +94,7 @@ def parse_csv(raw: bytes, columns: tuple[str, ...], separator: str) -> Any:
     if len(values) != len(columns):
         detail = f"expected {len(columns)} values ({', '.join(columns)}), got {len(values)}"
         return DecodeFailure("invalid_csv", detail)
-    return {name: _scalar(value) for name, value in zip(columns, values, strict=True)}
+    return {name: number_or_text(value) for name, value in zip(columns, values, strict=True)}
 
 
 def parse_keyvalue(raw: bytes) -> Any:
@@ -105,7 +105,7 @@ def parse_keyvalue(raw: bytes) -> Any:
     if not _PAIR_LINE.fullmatch(text):
         detail = f"expected name=value pairs, got {text[:40]!r}"
         return DecodeFailure("invalid_keyvalue", detail)
-    return {name: _scalar(_unquote(value)) for name, value in _PAIRS.findall(text)}
+    return {name: number_or_text(_unquote(value)) for name, value in _PAIRS.findall(text)}
 
 
 def to_number(text: str) -> int | float | None:
@@ -131,7 +131,7 @@ def to_number(text: str) -> int | float | None:
     return number
 
 
-def _scalar(value: str) -> Any:
+def number_or_text(value: str) -> Any:
     """A number when the text is one, the text otherwise (`on`, `ok`, a serial number)."""
     number = to_number(value)
     return value if number is None else number

@@ -18,10 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from sync.backoff import retry_until_done
-from sync.device_keys import KeyFileError, load_device_keys
+from sync.device_keys import load_device_keys, load_dictionary
 from sync.failpoints import failpoint
 from sync.hub.config import HubConfig
 from sync.hub.republish import Republisher
@@ -227,11 +226,4 @@ class Hub:
 
 def _load_dictionaries(paths: tuple[str, ...]) -> dict[bytes, bytes]:
     """The trained wire dictionaries by id; an unreadable file stops the start."""
-    found = {}
-    for path in paths:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise KeyFileError(f"cannot read the wire dictionary {path}: {exc}") from exc
-        found[dictionary_id(data)] = data
-    return found
+    return {dictionary_id(d): d for d in map(load_dictionary, paths)}
