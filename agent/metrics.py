@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from agent.config.model import AgentConfig
 from agent.queue import DEADLETTER_STREAM, DurableQueue, StreamStats
 from agent.queue.streams import DEADLETTER_LIMITS
+from agent.reload import ReloadStats
 from agent.sources.file import FileSource
 from agent.sources.http import HttpSource
 from agent.sources.mqtt import MqttSource
@@ -31,8 +32,10 @@ _COUNTER_FAMILIES = {
 }
 
 
-def agent_registry(config: AgentConfig, queue: DurableQueue, parts: Components) -> Registry:
-    """The registry of one running agent."""
+def agent_registry(
+    config: AgentConfig, queue: DurableQueue, parts: Components, reloads: ReloadStats | None = None
+) -> Registry:
+    """The registry of one running agent (built again after each applied reload)."""
     registry = Registry()
 
     async def info() -> list[Family]:
@@ -53,9 +56,32 @@ def agent_registry(config: AgentConfig, queue: DurableQueue, parts: Components) 
         families = source_families(parts.sources) + pipeline_families(parts)
         return families + ([] if parts.uplink is None else uplink_families(parts.uplink))
 
-    for collector in (info, streams, components, process_families):
+    async def reload() -> list[Family]:
+        return [] if reloads is None else reload_families(reloads)
+
+    for collector in (info, streams, components, reload, process_families):
         registry.register(collector)
     return registry
+
+
+def reload_families(stats: ReloadStats) -> list[Family]:
+    """Reloads by result and whether the last one was applied (as Prometheus names it)."""
+    total = counter("edgestream_config_reloads_total", "Config reloads by result.")
+    total.add(stats.applied, result="applied")
+    total.add(stats.refused, result="refused")
+    last_ok = gauge(
+        "edgestream_config_last_reload_successful",
+        "1 when the last reload was applied (or none was asked for), 0 when it was refused.",
+    )
+    last_ok.add(1 if stats.last_ok else 0)
+    families = [total, last_ok]
+    if stats.last_at is not None:
+        when = gauge(
+            "edgestream_config_last_reload_timestamp_seconds", "When the last reload was asked for."
+        )
+        when.add(stats.last_at)
+        families.append(when)
+    return families
 
 
 def _max_bytes(config: AgentConfig) -> dict[str, int]:

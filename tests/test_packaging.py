@@ -121,6 +121,7 @@ def test_unit_paths_match_the_installer_and_the_example_configs() -> None:
     entry = f"{paths['VENV']}/bin/edgestream"
     assert agent["ExecStart"] == [f"{entry} run -c {paths['ETC']}/agent.yaml"]
     assert hub["ExecStart"] == [f"{entry} hub -c {paths['ETC']}/hub.yaml"]
+    assert agent["ExecReload"] == [f"{entry} reload -c {paths['ETC']}/agent.yaml"]
     # StateDirectory=X is /var/lib/X: the installer's data folder and the configs' paths.
     assert f"/var/lib/{agent['StateDirectory'][0]}" == paths["STATE"]
     example = (PACKAGING / "agent.example.yaml").read_text(encoding="utf-8")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agent.cli import demo, hub, queue, run, status, validate, wire
+from agent.cli import demo, hub, queue, reload, run, status, validate, wire
 
 EXIT_CONFIG = 2
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Edge event streaming with store-and-forward sync to a central hub.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, hub, validate, queue, status, demo, wire):
+    for module in (run, reload, hub, validate, queue, status, demo, wire):
         module.register(commands)
     return parser
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
+import signal
 from typing import Any
 
 from agent.cli.common import EXIT_CONFIG, install_stop_signals, print_config_error
@@ -12,6 +14,7 @@ from agent.config.load import load_agent_config
 from agent.config.model import AgentConfig
 from agent.daemon import Agent
 from agent.logs import setup_logging
+from agent.pidfile import remove_pid, write_pid
 from agent.queue import QueueError
 from sync.config.errors import ConfigError
 from sync.device_keys import KeyFileError
@@ -34,17 +37,22 @@ def handle(args: argparse.Namespace) -> int:
         print_config_error(error)
         return EXIT_CONFIG
     setup_logging(config.log_level, config.log_format)
-    return asyncio.run(_run(config))
+    return asyncio.run(_run(config, args.config))
 
 
-async def _run(config: AgentConfig) -> int:
-    stop = asyncio.Event()
+async def _run(config: AgentConfig, path: str) -> int:
+    stop, reload_requests = asyncio.Event(), asyncio.Event()
     install_stop_signals(stop)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_requests.set)
     agent = Agent(config)
     try:
         await agent.open()
     except (QueueError, KeyFileError) as error:
         log.error("Cannot start: %s", error)
         return 1
-    await agent.run(stop)
+    write_pid(config.data_dir)
+    try:
+        await agent.run(stop, reload_requests, functools.partial(load_agent_config, path))
+    finally:
+        remove_pid(config.data_dir)
     return 0

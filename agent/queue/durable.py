@@ -198,6 +198,29 @@ class DurableQueue:
 
         await self.transact(job)
 
+    async def reconfigure(
+        self, streams: Mapping[str, StreamLimits], consumers: Mapping[str, Sequence[str]]
+    ) -> None:
+        """Apply a reloaded config: new streams, new limits and consumers, in one commit.
+
+        A stream no longer configured stays in the database with its events and its
+        limits (nothing is deleted by a reload); its consumers become inactive.
+        """
+        limits = {DEADLETTER_STREAM: DEADLETTER_LIMITS, **streams}
+        known = list(dict.fromkeys([*self._limits, *limits]))
+
+        def job(tx: WriteTx) -> dict[str, tuple[int, int]]:
+            defined = {name: tx.define_stream(name, value) for name, value in limits.items()}
+            for stream in known:
+                tx.set_active_consumers(stream, consumers.get(stream, ()))
+            return {name: (s.next_seq - 1, s.bytes) for name, s in defined.items()}
+
+        counters = await self.transact(job)
+        self._limits = {**self._limits, **limits}
+        for name, (last_seq, size) in counters.items():
+            self._last_seqs.setdefault(name, last_seq)
+            self._sizes.setdefault(name, size)
+
     async def wait_for_data(self, stream: str, after_seq: int, timeout: float) -> bool:
         """Wait until the stream has a sequence number past `after_seq`, or time out."""
         deadline = asyncio.get_running_loop().time() + timeout

@@ -45,12 +45,19 @@ def load_streams(
 
 
 def reload_counters(conn: sqlite3.Connection, states: dict[str, StreamState]) -> None:
-    """Bring the in-memory counters back to what the database holds (after a rollback)."""
-    for state in states.values():
+    """Bring the in-memory counters back to what the database holds (after a rollback).
+
+    A stream defined by the rolled-back transaction (a config reload) has no row any
+    more and is forgotten; the reload that defined it fails and can be retried.
+    """
+    for name, state in list(states.items()):
         row = conn.execute(
             "SELECT next_seq, bytes FROM streams WHERE id = ?", (state.id,)
         ).fetchone()
-        state.next_seq, state.bytes = row[0], row[1]
+        if row is None:
+            del states[name]
+        else:
+            state.next_seq, state.bytes = row[0], row[1]
 
 
 def save_counters(conn: sqlite3.Connection, states: list[StreamState]) -> None:

@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterable, Sequence
 
 from agent.queue.errors import UnknownStreamError
-from agent.queue.records import InflightMark, NewEvent
-from agent.queue.streams import StreamState
+from agent.queue.records import InflightMark, NewEvent, StreamLimits
+from agent.queue.streams import StreamState, load_streams
 
 
 class WriteTx:
@@ -25,6 +25,8 @@ class WriteTx:
         self._streams = streams
         self.undo: dict[str, tuple[int, int]] = {}
         self.touched: dict[str, int] = {}
+        self.defined: dict[str, StreamLimits | None] = {}
+        """Streams this job defined (None) or re-limited (their old limits), for rollback."""
 
     def stream(self, name: str) -> StreamState:
         """The state of a configured stream, remembered for rollback on first touch."""
@@ -108,6 +110,19 @@ class WriteTx:
             " position = max(position, excluded.position), updated_at = excluded.updated_at",
             (consumer, state.id, position, time.time()),
         )
+
+    def define_stream(self, name: str, limits: StreamLimits) -> StreamState:
+        """Create a stream (a config reload added it) or give an existing one new limits."""
+        state = self._streams.get(name)
+        if state is not None:
+            if state.limits != limits:
+                self.defined.setdefault(name, state.limits)
+                state.limits = limits
+            return state
+        state = load_streams(self._conn, {name: limits})[name]
+        self._streams[name] = state
+        self.defined[name] = None
+        return state
 
     def set_active_consumers(self, stream: str, consumers: Sequence[str]) -> None:
         """Mark exactly these consumers of a stream active, creating missing cursors."""

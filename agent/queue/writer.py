@@ -179,8 +179,14 @@ class GroupCommitWriter:
 
     def _undo(self, tx: WriteTx) -> None:
         for name, (next_seq, size) in tx.undo.items():
-            state = self._streams[name]
-            state.next_seq, state.bytes = next_seq, size
+            if name in self._streams:
+                state = self._streams[name]
+                state.next_seq, state.bytes = next_seq, size
+        for name, limits in tx.defined.items():
+            if limits is None:
+                self._streams.pop(name, None)
+            else:
+                self._streams[name].limits = limits
 
     def _housekeeping_if_due(self, touched: dict[str, StreamState]) -> None:
         now = time.monotonic()

@@ -22,6 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
+from tests.brokers import free_port
+
 
 class EdgestreamProcess:
     """One `edgestream run` or `edgestream hub` child process."""
@@ -111,6 +113,7 @@ def agent_config(
             "broker": {"url": central_url, "backoff_initial": "200ms", "backoff_max": "2s"},
             "batch_max_events": 2000, "batch_max_delay": "100ms", "ack_timeout": "5s",
         },
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},  # never the shared default 9108
     }  # fmt: skip
 
 
@@ -119,6 +122,7 @@ def hub_config(tmp: Path, central_url: str) -> dict[str, Any]:
         "hub_id": "hub-test",
         "broker": {"url": central_url, "backoff_initial": "200ms", "backoff_max": "1s"},
         "store": {"type": "sqlite", "path": str(tmp / "hub-data" / "central.db")},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
     }
 
 
