@@ -22,7 +22,7 @@ from agent.config.http_source import HttpSourceConfig
 from agent.config.model import AgentConfig, Source
 from agent.config.mqtt_source import MqttSourceConfig
 from agent.health import agent_readiness
-from agent.logs import setup_logging
+from agent.logs import config_secrets, redact_secrets, setup_logging
 from agent.metrics import agent_registry
 from agent.outputs.mqtt import MqttOutput
 from agent.pipeline.build import compile_pipeline
@@ -261,7 +261,9 @@ class Agent:
             self.parts.uplink = built.uplink
         self.config = new
         if plan.live:
-            setup_logging(new.log_level, new.log_format)
+            setup_logging(new.log_level, new.log_format, secrets=config_secrets(new))
+        else:
+            redact_secrets(config_secrets(new))
         assert self.metrics is not None
         self.metrics.registry = agent_registry(new, self.queue, self.parts, self.reloads)
         self._start_all(built)

@@ -14,7 +14,16 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from sync.condition_log import ConditionLog, Wording
+
 T = TypeVar("T")
+
+_RETRY_WORDING = Wording(
+    started="%(subject)s failed (%(detail)s)",
+    still="%(subject)s still failing: %(count)s more failures in the last %(interval)s "
+    "(%(detail)s)",
+    cleared="%(subject)s succeeded after %(total)s failures in %(duration)s",
+)
 
 
 class Backoff:
@@ -69,22 +78,18 @@ async def retry_until_done(
 
     For steps that must not be skipped (a commit whose data is already acknowledged
     elsewhere, a cursor move): giving up would lose or duplicate. The failure is logged
-    when it starts, then every tenth time with the count, and once when it clears, so a
-    long outage does not flood the journal.
+    when it starts, then once per summary interval with the count, and once when it
+    clears (sync/condition_log.py), so a long outage does not flood the journal.
     """
     backoff = backoff if backoff is not None else Backoff(0.5, 30.0)
-    failures = 0
+    conditions = ConditionLog(what, logger=logger, wording=_RETRY_WORDING, level=logging.ERROR)
     while True:
         try:
             result = await operation()
         except errors as exc:
-            failures += 1
             delay = backoff.next_delay()
-            if failures == 1 or failures % 10 == 0:
-                logger.error("%s failed (%s); retrying in %.1fs (failure %d)",
-                             what, exc, delay, failures)  # fmt: skip
+            conditions.failed(f"{exc}; retrying in {delay:.1f}s", kind=type(exc).__name__)
             await asyncio.sleep(delay)
             continue
-        if failures:
-            logger.info("%s succeeded after %d failures", what, failures)
+        conditions.cleared()
         return result

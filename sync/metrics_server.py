@@ -5,6 +5,10 @@ is what a restart fixes. Readiness answers 503 with the reasons when the process
 but cannot do its job (broker unreachable, disk nearly full, database read-only):
 restarting would not help, so an orchestrator should alert rather than kill.
 
+The hub adds its read-only fleet page to the same server (`routes`, see
+sync/hub/fleet_page.py). A browser opens up to six connections to one host, and through
+an SSH tunnel they all come from one address, hence `max_per_peer` of 8.
+
 A port already taken does not stop the process: the data path matters more than its
 instruments, so the failure is logged and the process runs without the endpoints.
 """
@@ -12,9 +16,9 @@ instruments, so the failure is logged and the process runs without the endpoints
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
-from sync.http_server import HttpServer, Request, Response, json_response
+from sync.http_server import Handler, HttpServer, Request, Response, json_response
 from sync.metrics import CONTENT_TYPE, Registry
 from sync.metrics_config import MetricsConfig
 
@@ -28,8 +32,14 @@ class MetricsServer:
     """Serves a registry and a readiness check on the configured address."""
 
     def __init__(
-        self, config: MetricsConfig, registry: Registry, readiness: Readiness, name: str
+        self,
+        config: MetricsConfig,
+        registry: Registry,
+        readiness: Readiness,
+        name: str,
+        routes: Mapping[tuple[str, str], Handler] | None = None,
     ) -> None:
+        """`routes` are served beside the four endpoints (the hub's fleet page)."""
         self.config = config
         self.registry = registry
         self.readiness = readiness
@@ -39,9 +49,10 @@ class MetricsServer:
                 ("GET", "/healthz"): self._healthz,
                 ("GET", "/readyz"): self._readyz,
                 ("GET", "/status"): self._status,
+                **(routes or {}),
             },
             host=config.host, port=config.port, max_body=0, name=name,
-            max_connections=8, idle_timeout=60.0,
+            max_connections=16, max_per_peer=8, idle_timeout=60.0,
         )  # fmt: skip
         self.running = False
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from sync.backoff import Backoff
 from sync.batch_sizer import BatchSizer
+from sync.condition_log import ConditionLog, Wording
 from sync.daily_budget import STATE_NAME as BUDGET_STATE
 from sync.daily_budget import DailyBudget
 from sync.device_keys import load_device_key, load_dictionary
@@ -45,6 +46,26 @@ from sync.wire import Ack, Batch, WireFormatError, ack_topic, encode, up_topic
 __all__ = ["CONSUMER", "BatchRejectedError", "Uplink", "UplinkStats"]
 
 log = logging.getLogger(__name__)
+
+_RETRY_WORDING = Wording(
+    started="%(detail)s",
+    still="Batches of %(key)s still not acknowledged: %(count)s more retries in the last "
+    "%(interval)s; latest: %(detail)s",
+    cleared="Batches of %(key)s are acknowledged again after %(total)s retries in %(duration)s",
+)
+_REJECTED_WORDING = Wording(
+    started="Hub rejected a batch: %(detail)s",
+    still="Hub still rejects batches: %(count)s more rejections in the last %(interval)s; "
+    "latest: %(detail)s",
+    cleared="Hub accepts batches again after %(total)s rejection(s) in %(duration)s",
+)
+_MALFORMED_WORDING = Wording(
+    started="Ignored a malformed ack on %(key)s: %(detail)s",
+    still="Still ignoring malformed acks on %(key)s: %(count)s more in the last %(interval)s; "
+    "latest: %(detail)s",
+    cleared="Acks on %(key)s are well-formed again after %(total)s malformed one(s) in "
+    "%(duration)s",
+)
 
 
 class BatchRejectedError(RuntimeError):
@@ -96,6 +117,11 @@ class Uplink:
             log.warning("uplink.streams names %s, which is not a stream with uplink: true; "
                         "its settings are ignored", name)  # fmt: skip
         self._pending: dict[str, asyncio.Future[Ack]] = {}
+        self._retries = ConditionLog("uplink", logger=log, wording=_RETRY_WORDING)
+        self._rejections = ConditionLog(
+            "uplink", logger=log, wording=_REJECTED_WORDING, level=logging.ERROR
+        )
+        self._malformed = ConditionLog("uplink", logger=log, wording=_MALFORMED_WORDING)
         self._hmac_key = load_device_key(config.hmac_key_file) if config.hmac_key_file else None
         self._dictionary = (
             load_dictionary(config.dictionary_file) if config.dictionary_file else None
@@ -176,15 +202,20 @@ class Uplink:
                     continue
                 sizer.acked(round_trip, len(planned.batch.events))
                 backoff.reset()
+                self._retries.cleared(key=drain.stream)
                 drain.acked(planned)  # Step 4
 
     async def _retry_later(self, planned: PlannedBatch, exc: Exception, backoff: Backoff) -> None:
         self._stats.retries += 1
         delay = backoff.next_delay()
         size = self._sizers[planned.batch.stream].size
-        log.warning("Batch %s of %s not acknowledged (%s); retrying in %.1fs with at most %d "
-                    "events", _first_to_last(planned), planned.batch.stream, exc or "timeout",
-                    delay, size)  # fmt: skip
+        stream = planned.batch.stream
+        self._retries.failed(
+            f"Batch {_first_to_last(planned)} of {stream} not acknowledged ({_why(exc)}); "
+            f"retrying in {delay:.1f}s with at most {size} events",
+            key=stream,
+            kind=type(exc).__name__,
+        )
         await asyncio.sleep(delay)
 
     async def _deliver(self, planned: PlannedBatch) -> float:
@@ -248,18 +279,20 @@ class Uplink:
         try:
             ack = Ack.from_bytes(message.payload)
         except WireFormatError as exc:
-            log.warning("Ignored a malformed ack on %s: %s", message.topic, exc)
+            self._malformed.failed(str(exc), key=message.topic, kind="malformed")
             return
+        self._malformed.cleared(key=message.topic)
         if ack.status != "ok":
             self._fail_pending(ack.reason or "rejected by the hub", ack.batch_id)
             return
+        self._rejections.cleared()
         waiter = self._pending.get(ack.batch_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(ack)
 
     def _fail_pending(self, reason: str, batch_id: str) -> None:
         """A rejection names its batch when the hub could decode it; else all in flight."""
-        log.error("Hub rejected a batch: %s", reason)
+        self._rejections.failed(reason)
         targets = [batch_id] if batch_id in self._pending else list(self._pending)
         for target in targets:
             waiter = self._pending[target]
@@ -281,6 +314,10 @@ class Uplink:
         cfg = self.config
         return BatchSizer(cfg.batch_min_events, cfg.batch_max_events, cfg.ack_timeout,
                           cfg.adaptive_batch)  # fmt: skip
+
+
+def _why(exc: Exception) -> str:
+    return str(exc) or ("no ack in time" if isinstance(exc, TimeoutError) else type(exc).__name__)
 
 
 def _first_to_last(planned: PlannedBatch) -> str:

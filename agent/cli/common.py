@@ -3,24 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from sync.config.errors import ConfigError
+from agent.logs import MASK, redact
+from sync.config.errors import ConfigError, ConfigIssue
 
 EXIT_CONFIG = 2
 
+_SECRET_KEYS = frozenset({"password", "token"})
+_GOT_VALUE = re.compile(r'(, got )("(?:[^"\\]|\\.)*"|(?!a mapping|a list)[^\s(]+)')
+
 
 def print_config_error(error: ConfigError) -> None:
-    """Every issue on its own line on stderr, as `file:line: path: message`."""
-    print(str(error), file=sys.stderr)
+    """Every issue on its own line on stderr, as `file:line: path: message`.
+
+    Messages echo the value they refuse ("got ..."); for a password or token key that
+    value is masked, and a password inside a URL is masked wherever it appears.
+    """
+    print("\n".join(_shown(issue, error.source) for issue in error.issues), file=sys.stderr)
     count = len(error.issues)
     print(
         f"{count} configuration error{'s' if count != 1 else ''}; nothing was started",
         file=sys.stderr,
     )
+
+
+def _shown(issue: ConfigIssue, source: str) -> str:
+    """One issue as printed, with the secret it may quote masked."""
+    key = re.sub(r"\[\d+\]$", "", issue.path.rsplit(".", 1)[-1])
+    line = issue.format(source)
+    if key in _SECRET_KEYS:
+        line = _GOT_VALUE.sub(rf"\g<1>{MASK}", line)
+    return redact(line)
 
 
 def looks_like_hub_config(path: str | Path) -> bool:

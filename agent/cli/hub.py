@@ -11,12 +11,13 @@ from typing import Any
 
 from agent.cli import hub_status
 from agent.cli.common import EXIT_CONFIG, install_stop_signals, print_config_error
-from agent.logs import setup_logging
+from agent.logs import config_secrets, setup_logging
 from sync import systemd
 from sync.backoff import retry_until_done
 from sync.config.errors import ConfigError
 from sync.device_keys import KeyFileError
 from sync.hub.config import HubConfig, SqliteStoreConfig, load_hub_config
+from sync.hub.fleet_page import fleet_page_routes
 from sync.hub.jetstream_config import JetStreamStoreConfig
 from sync.hub.metrics import hub_readiness, hub_registry
 from sync.hub.republish import Republisher
@@ -58,7 +59,7 @@ def handle(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print_config_error(error)
         return EXIT_CONFIG
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format, secrets=config_secrets(config))
     try:
         asyncio.run(_serve(config))
     except (StoreLockedError, StoreConfigError, KeyFileError) as error:
@@ -129,10 +130,12 @@ async def _run_hub(config: HubConfig, store: CentralStore, stopping: asyncio.Tas
 
 
 def hub_metrics_server(hub: Hub) -> MetricsServer:
-    """/metrics, /healthz and /readyz of a hub."""
+    """/metrics, /healthz, /readyz and the read-only fleet page (/) of a hub."""
     settings = hub.config.metrics
     readiness = hub_readiness(hub, settings.disconnected_grace, settings.min_free_disk)
-    return MetricsServer(settings, hub_registry(hub), readiness, name="hub-metrics")
+    return MetricsServer(
+        settings, hub_registry(hub), readiness, name="hub-metrics", routes=fleet_page_routes(hub)
+    )
 
 
 async def _serve_hub(config: HubConfig, hub: Hub, stopping: asyncio.Task[Any]) -> None:

@@ -13,7 +13,7 @@ from agent.cli.common import EXIT_CONFIG, install_stop_signals, print_config_err
 from agent.config.load import load_agent_config
 from agent.config.model import AgentConfig
 from agent.daemon import Agent
-from agent.logs import setup_logging
+from agent.logs import config_secrets, setup_logging
 from agent.pidfile import remove_pid, write_pid
 from agent.queue import QueueError
 from sync.config.errors import ConfigError
@@ -36,7 +36,7 @@ def handle(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print_config_error(error)
         return EXIT_CONFIG
-    setup_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, config.log_format, secrets=config_secrets(config))
     return asyncio.run(_run(config, args.config))
 
 

@@ -19,12 +19,21 @@ import orjson
 from agent.config.model import MqttOutputConfig
 from agent.queue import DurableQueue, QueueError
 from sync.backoff import retry_until_done
+from sync.condition_log import ConditionLog, Wording
 from sync.mqtt.connection import MqttConnection
 from sync.mqtt.errors import MqttPublishError
 from sync.mqtt.topics import topic_level, topic_safe
 from sync.outbox import StoredEvent
 
 log = logging.getLogger(__name__)
+
+_SKIP_WORDING = Wording(
+    started="Output %(subject)s %(detail)s",
+    still="Output %(subject)s still skips events to %(key)s: %(count)s more in the last "
+    "%(interval)s; latest: %(detail)s",
+    cleared="Output %(subject)s publishes to %(key)s again after skipping %(total)s event(s) "
+    "in %(duration)s",
+)
 
 
 @dataclass(slots=True)
@@ -48,6 +57,7 @@ class MqttOutput:
         self.stats = OutputStats()
         self.consumer = f"output:{config.name}"
         self._reads_payload = "{payload." in config.topic
+        self._skips = ConditionLog(config.name, logger=log, wording=_SKIP_WORDING)
         self.connection = MqttConnection(
             config.broker,
             client_id=config.broker.client_id or f"edgestream-{device_id}-out-{config.name}",
@@ -92,7 +102,10 @@ class MqttOutput:
             self.stats.published += 1
         except (ValueError, MqttPublishError) as exc:
             self.stats.refused += 1
-            log.warning("Output %s skipped event %d: %s", self.config.name, event.seq, exc)
+            kind = f"refused {exc.code}" if isinstance(exc, MqttPublishError) else "invalid"
+            self._skips.failed(f"skipped event {event.seq}: {exc}", key=topic, kind=kind)
+            return
+        self._skips.cleared(key=topic)
 
     def topic_for(self, event: StoredEvent) -> str:
         """Fill the topic template; a missing key, topic or payload field becomes `_`.

@@ -32,9 +32,17 @@ from agent.pipeline.build import CompiledPipeline
 from agent.pipeline.operator import SideOutputs
 from agent.queue import DEADLETTER_STREAM, DurableQueue, NewEvent, QueueError
 from agent.queue.transaction import WriteTx
+from sync.condition_log import ConditionLog, Wording
 from sync.outbox import OutboxBatch
 
 log = logging.getLogger(__name__)
+
+_COMMIT_WORDING = Wording(
+    started="Pipeline %(subject)s could not commit (%(detail)s); retrying in 1s",
+    still="Pipeline %(subject)s still cannot commit: %(count)s more failures in the last "
+    "%(interval)s (%(detail)s)",
+    cleared="Pipeline %(subject)s committed again after %(total)s failures in %(duration)s",
+)
 
 IDLE_CHECK_INTERVAL = 1.0
 """How often (seconds) processing-time releases are checked while events keep coming."""
@@ -89,6 +97,9 @@ class PipelineRunner:
         self.read_batch = read_batch
         self.stats = PipelineStats()
         self.name = pipeline.config.name
+        self._commit_failures = ConditionLog(
+            self.name, logger=log, wording=_COMMIT_WORDING, level=logging.ERROR
+        )
         self.consumer = f"pipeline:{self.name}"
         self.input = pipeline.config.input
         self.positions: dict[str, int] = {}
@@ -148,6 +159,7 @@ class PipelineRunner:
                 if inflight is not None:
                     await inflight
                     inflight = None
+                    self._commit_failures.cleared()
                 if prepared is not None:
                     inflight = asyncio.ensure_future(self._submit(prepared))
                     if time.monotonic() - self._last_idle_check >= IDLE_CHECK_INTERVAL:
@@ -162,7 +174,7 @@ class PipelineRunner:
                     inflight = None
                 await self.restore()  # back to the committed state: nothing half-applied
                 if isinstance(exc, QueueError):
-                    log.error("Pipeline %s could not commit (%s); retrying in 1s", self.name, exc)
+                    self._commit_failures.failed(str(exc), kind=type(exc).__name__)
                     await asyncio.sleep(1.0)
 
     async def step_once(self) -> bool:

@@ -3,8 +3,9 @@
 The schedule is anchored on the monotonic clock: poll k is due at start + k * interval,
 so it never drifts however long each read takes. A read that overruns its slot skips
 the slots it missed (counted) instead of piling up reads. A read that fails is counted
-and retried at the next slot; it is logged when the failure starts or changes and when
-it clears, never once per interval (a missing sensor must not flood the log).
+and retried at the next slot; it is logged when the failure starts or changes, then at
+most every few minutes with a count, and when it clears, never once per interval (a
+missing sensor must not flood the log; see sync/condition_log.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from agent.queue import DurableQueue, NewEvent, QueueError, encode_payload
+from sync import condition_log
+from sync.condition_log import Wording
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +48,19 @@ class PollingStats:
     """How late each poll started after its slot (seconds), last 1,000."""
 
 
-class ConditionLog:
-    """Log a repeating condition when it starts, when it changes and when it clears."""
+_SOURCE_WORDING = Wording(
+    started="Source %(subject)s: %(detail)s",
+    still="Source %(subject)s still fails: %(count)s more time(s) in the last %(interval)s; "
+    "latest: %(detail)s",
+    cleared="Source %(subject)s recovered after %(repeats)d more failure(s) of: %(detail)s",
+)
+
+
+class ConditionLog(condition_log.ConditionLog):
+    """A source's condition log: its lines name the source and go to this module's logger."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
-        self.current: str | None = None
-        self.repeats = 0
-
-    def failed(self, condition: str) -> None:
-        """Record one failure; logs only if it differs from the current condition."""
-        if condition == self.current:
-            self.repeats += 1
-            return
-        log.warning("Source %s: %s", self.name, condition)
-        self.current, self.repeats = condition, 0
-
-    def cleared(self) -> None:
-        """Record a success; logs the recovery once."""
-        if self.current is not None:
-            log.info("Source %s recovered after %d more failure(s) of: %s",
-                     self.name, self.repeats, self.current)  # fmt: skip
-            self.current, self.repeats = None, 0
+        super().__init__(name, logger=log, wording=_SOURCE_WORDING)
 
 
 class PollingSource:

@@ -69,6 +69,9 @@ class HubConfig:
     log_level: Literal["debug", "info", "warning", "error"] = setting(
         default="info", doc="Least severe log level written."
     )
+    log_format: Literal["text", "json"] = setting(
+        default="text", doc="Log line format: text for people, json for a log collector."
+    )
     shared_group: str | None = setting(
         default=None,
         doc="Shared-subscription group (`$share/<group>/...`) so several hubs split the "

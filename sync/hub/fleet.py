@@ -4,7 +4,8 @@ This is the proof of delivery an operator asks for: for each device, the last
 committed sequence per stream, when it was last heard from, how far its newest event
 lags, the events it lost before upload (gaps, with reasons), the duplicates the hub
 dropped and the batches it refused. It reads the store through a read-only
-connection, so `edgestream hub status` works beside a running hub (WAL) or without it.
+connection, so `edgestream hub status` and the fleet page work beside a running hub
+(WAL) or without it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class StreamRow:
     """Events covered by the stream's gaps (dropped on the device before upload)."""
     updated_at: float
     last_event_time: float | None
+    backlog_age: float | None = None
+    """Age of the device's oldest unsent event when it sent its latest batch (device clock)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,8 @@ class DeviceRow:
     clock_skew: float | None
     rejected: int
     last_rejection: str | None
+    backlog_age: float | None = None
+    """The largest backlog age of the streams of its latest epoch (see StreamRow)."""
 
     def lag(self, now: float) -> float | None:
         """Seconds between now and the newest event time committed for the device."""
@@ -81,9 +86,10 @@ def read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
 _STREAMS = """
     SELECT p.device, p.epoch, p.stream, p.upto_seq, p.events, p.duplicates,
            count(g.first_seq), coalesce(sum(g.last_seq - g.first_seq + 1), 0),
-           p.updated_at, p.last_event_time
+           p.updated_at, p.last_event_time, p.backlog_age
     FROM positions p LEFT JOIN gaps g
       ON g.device = p.device AND g.epoch = p.epoch AND g.stream = p.stream
+    {where}
     GROUP BY p.device, p.epoch, p.stream
     ORDER BY p.device, p.stream, p.updated_at
 """
@@ -94,8 +100,10 @@ _DEVICES = """
            (SELECT count(*) FROM gaps g WHERE g.device = d.device),
            (SELECT coalesce(sum(g.last_seq - g.first_seq + 1), 0)
               FROM gaps g WHERE g.device = d.device),
-           max(p.last_event_time), d.clock_skew, d.rejected, d.last_rejection
+           max(p.last_event_time), d.clock_skew, d.rejected, d.last_rejection,
+           max(CASE WHEN p.epoch = d.last_epoch THEN p.backlog_age END)
     FROM devices d LEFT JOIN positions p ON p.device = d.device
+    {where}
     GROUP BY d.device
     ORDER BY d.device
 """
@@ -103,15 +111,30 @@ _DEVICES = """
 
 def stream_rows(conn: sqlite3.Connection, device: str | None = None) -> list[StreamRow]:
     """Every committed (device, epoch, stream), optionally of one device."""
-    rows = [StreamRow(*row) for row in conn.execute(_STREAMS)]
-    return [r for r in rows if device is None or r.device == device]
+    if device is None:
+        return [StreamRow(*row) for row in conn.execute(_STREAMS.format(where=""))]
+    sql = _STREAMS.format(where="WHERE p.device = ?")
+    return [StreamRow(*row) for row in conn.execute(sql, (device,))]
 
 
 def device_rows(conn: sqlite3.Connection, limit: int | None = None) -> list[DeviceRow]:
     """Every device the hub has committed for or refused a batch from (the first `limit`)."""
+    sql = _DEVICES.format(where="")
     if limit is None:
-        return [DeviceRow(*row) for row in conn.execute(_DEVICES)]
-    return [DeviceRow(*row) for row in conn.execute(_DEVICES + " LIMIT ?", (limit,))]
+        return [DeviceRow(*row) for row in conn.execute(sql)]
+    return [DeviceRow(*row) for row in conn.execute(sql + " LIMIT ?", (limit,))]
+
+
+def device_row(conn: sqlite3.Connection, device: str) -> DeviceRow | None:
+    """One device's row; None when the store does not know it."""
+    row = conn.execute(_DEVICES.format(where="WHERE d.device = ?"), (device,)).fetchone()
+    return None if row is None else DeviceRow(*row)
+
+
+def minute_counts(conn: sqlite3.Connection, device: str, first: int, last: int) -> dict[int, int]:
+    """Events committed for `device` per minute (epoch seconds // 60), `first`..`last`."""
+    sql = "SELECT minute, events FROM event_minutes WHERE minute BETWEEN ? AND ? AND device = ?"
+    return dict(conn.execute(sql, (first, last, device)).fetchall())
 
 
 def device_count(conn: sqlite3.Connection) -> int:
@@ -120,11 +143,16 @@ def device_count(conn: sqlite3.Connection) -> int:
     return count
 
 
-def gap_rows(conn: sqlite3.Connection, device: str | None = None) -> list[GapRow]:
-    """Every recorded gap, optionally of one device, oldest first."""
+def gap_rows(
+    conn: sqlite3.Connection, device: str | None = None, limit: int | None = None
+) -> list[GapRow]:
+    """Every recorded gap (or the newest `limit`), optionally of one device, oldest first."""
     sql = "SELECT device, epoch, stream, first_seq, last_seq, reason, recorded_at FROM gaps"
-    params: tuple[str, ...] = ()
+    params: tuple[str | int, ...] = ()
     if device is not None:
         sql += " WHERE device = ?"
         params = (device,)
-    return [GapRow(*row) for row in conn.execute(sql + " ORDER BY recorded_at", params)]
+    if limit is None:
+        return [GapRow(*row) for row in conn.execute(sql + " ORDER BY recorded_at", params)]
+    newest = conn.execute(sql + " ORDER BY recorded_at DESC LIMIT ?", (*params, limit))
+    return [GapRow(*row) for row in reversed(newest.fetchall())]

@@ -36,8 +36,9 @@ from nats.aio.client import Client
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 
+from sync.hub.fleet import DeviceRow, StreamRow
 from sync.hub.jetstream_config import JetStreamStoreConfig
-from sync.hub.jetstream_fleet import FleetPositions
+from sync.hub.jetstream_fleet import FleetPositions, read_fleet
 from sync.hub.jetstream_messages import (
     EXPECTED_LAST_SUBJECT_SEQ,
     H_EPOCH,
@@ -207,6 +208,10 @@ class JetStreamCentralStore:
     async def record_rejection(self, device: str, reason: str) -> None:
         """Count a refused batch in the fleet bucket (best effort, like the positions)."""
         await self._fleet.record_rejection(device, reason)
+
+    async def fleet(self) -> tuple[list[DeviceRow], list[StreamRow]]:
+        """Devices and streams as the fleet bucket holds them (for the fleet page)."""
+        return await read_fleet(self._js, self.config.fleet_bucket)
 
     async def close(self) -> None:
         """Close the NATS connection (every commit has already been acknowledged)."""

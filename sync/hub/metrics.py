@@ -17,6 +17,7 @@ from typing import Final
 
 from sync.health import DownTimer, connection_reason, disk_reason, writable_reason
 from sync.hub.fleet import DeviceRow, device_count, device_rows, read_only
+from sync.hub.rejections import CLASSES
 from sync.hub.service import Hub
 from sync.hub.store import SqliteCentralStore
 from sync.metrics import Family, Registry, counter, gauge, process_families
@@ -53,9 +54,20 @@ def hub_families(hub: Hub) -> list[Family]:
         counter("edgestream_hub_events_total", "Events committed to the store.", s.events),
         counter("edgestream_hub_duplicates_total",
                 "Events dropped as already committed.", s.duplicates),
-        counter("edgestream_hub_rejected_batches_total",
-                "Batches refused (bad signature, unknown device, too large, ...).", s.rejected),
+        rejected_families(s.rejected_by),
     ]  # fmt: skip
+
+
+def rejected_families(rejected_by: dict[str, int]) -> Family:
+    """Refused batches by reason class; every class is shown, at 0 until it happens, so
+    that `rate()` sees the first refusal."""
+    family = counter(
+        "edgestream_hub_rejected_batches_total",
+        "Batches refused, by reason class (format, too_large, signature, identity, ...).",
+    )
+    for reason in CLASSES:
+        family.add(rejected_by.get(reason, 0), reason=reason)
+    return family
 
 
 def _read_devices(store: SqliteCentralStore) -> tuple[int, list[DeviceRow]]:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sync.backoff import retry_until_done
+from sync.condition_log import ConditionLog, Wording
 from sync.device_keys import load_device_keys, load_dictionary
 from sync.failpoints import failpoint
 from sync.hub.config import HubConfig
+from sync.hub.rejections import rejection_class
 from sync.hub.republish import Republisher
 from sync.hub.store import BatchRefusedError, CentralStore, CommitResult, StoreUnavailableError
 from sync.mqtt.connection import MqttConnection
@@ -33,6 +35,20 @@ log = logging.getLogger(__name__)
 
 _MAX_GROUP = 64
 
+_REJECT_WORDING = Wording(
+    started="Rejected a batch on %(topic)s: %(detail)s",
+    still="Still rejecting batches of %(device)s: %(count)s more in the last %(interval)s; "
+    "latest: %(detail)s",
+    cleared="Accepted a batch of %(device)s again after rejecting %(total)s in %(duration)s",
+)
+_COUNT_WORDING = Wording(
+    started="Could not count a rejection in the store: %(detail)s",
+    still="Still cannot count rejections in the store: %(count)s more in the last "
+    "%(interval)s; latest: %(detail)s",
+    cleared="Counting rejections in the store works again after %(total)s failure(s) in "
+    "%(duration)s",
+)
+
 
 @dataclass(slots=True)
 class HubStats:
@@ -42,6 +58,8 @@ class HubStats:
     events: int = 0
     duplicates: int = 0
     rejected: int = 0
+    rejected_by: dict[str, int] = field(default_factory=dict)
+    """Refusals by class (sync/hub/rejections.py), for a bounded metric label."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +81,9 @@ class Hub:
         self._keys = load_device_keys(config.device_keys_file) if config.device_keys_file else None
         self._dictionaries = _load_dictionaries(config.dictionaries)
         self._inbox: asyncio.Queue[_Received] = asyncio.Queue()
+        self._rejections = ConditionLog("hub", logger=log, wording=_REJECT_WORDING)
+        """Per (device, reason class): a device that keeps sending bad batches is one line."""
+        self._count_failures = ConditionLog("hub", logger=log, wording=_COUNT_WORDING)
         self._prefix = config.topic_prefix
         client_id = config.broker.client_id or f"edgestream-hub-{config.hub_id}"
         self.connection = MqttConnection(
@@ -194,6 +215,7 @@ class Hub:
         self.stats.batches += 1
         self.stats.events += result.committed
         self.stats.duplicates += result.duplicates
+        self._rejections.cleared_where(lambda k: isinstance(k, tuple) and k[0] == batch.device)
         ack = Ack(
             batch.batch_id, batch.stream, batch.epoch, batch.upto_seq, "ok",
             committed=result.committed, duplicates=result.duplicates,
@@ -206,7 +228,9 @@ class Hub:
         try:
             await self.store.record_rejection(device, reason)
         except Exception as exc:
-            log.warning("Could not count a rejection for %s in the store: %s", device, exc)
+            self._count_failures.failed(f"{device}: {exc}", kind=type(exc).__name__)
+            return
+        self._count_failures.cleared()
 
     async def _reject(self, item: _Received, reason: str) -> None:
         """Refuse a batch for good: ack it to the broker and tell the device why.
@@ -215,13 +239,20 @@ class Hub:
         backoff, so a hub misconfiguration loses nothing once it is fixed.
         """
         self.stats.rejected += 1
-        log.warning("Rejected a batch on %s: %s", item.message.topic, reason)
+        kind = rejection_class(reason)
+        self.stats.rejected_by[kind] = self.stats.rejected_by.get(kind, 0) + 1
+        self._log_rejection(item, reason, kind)
         if item.device:
             await self._count_rejection(item.device, reason)
         self.connection.ack(item.message.mid, item.message.qos)
         if item.device:
             ack = Ack("", "", "", 0, "rejected", reason=reason)
             await self.replies.publish(ack_topic(self._prefix, item.device), ack.to_bytes(), qos=0)
+
+    def _log_rejection(self, item: _Received, reason: str, kind: str) -> None:
+        """Once per device and class of reason, then summaries: a broken device is one line."""
+        fields = {"topic": item.message.topic, "device": item.device or "?"}
+        self._rejections.failed(reason, key=(item.device, kind), kind=kind, fields=fields)
 
 
 def _load_dictionaries(paths: tuple[str, ...]) -> dict[bytes, bytes]:

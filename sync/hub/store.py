@@ -6,12 +6,19 @@ Schema (documented in docs/sync-protocol.md, the contract for central consumers)
            headers, received_at)       PRIMARY KEY (device, epoch, stream, seq)
     gaps(device, epoch, stream, first_seq, last_seq, reason, recorded_at, received_at)
     positions(device, epoch, stream, upto_seq, events, duplicates, updated_at,
-              last_event_time)
+              last_event_time, backlog_age)
     devices(device, first_seen, last_seen, last_epoch, clock_skew, rejected,
             last_rejection, last_rejected_at)
+    event_minutes(minute, device, events)   PRIMARY KEY (minute, device)
 
 Columns added after the first release are added to an older file when it is opened
 (`_COLUMNS_ADDED`), so a hub upgrade never needs a manual migration.
+
+`backlog_age` is how old the device's oldest unsent event was when it sent its latest
+batch of the stream (`sent_at` minus the first event's ingest time: a device drains
+oldest first), both on the device's clock. `event_minutes` counts the events committed
+per device per minute of the hub's clock (`minute` = epoch seconds // 60), for the fleet
+page's chart; rows older than `MINUTES_KEPT` are deleted by the commits themselves.
 
 Deduplication is the primary key: `INSERT OR IGNORE` in the same transaction as the
 position update, so a retried batch or a batch redelivered after a hub crash between
@@ -27,7 +34,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -57,6 +64,9 @@ _DDL = (
         device TEXT PRIMARY KEY, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
         last_epoch TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_by_time ON events(device, stream, event_time)",
+    """CREATE TABLE IF NOT EXISTS event_minutes (
+        minute INTEGER NOT NULL, device TEXT NOT NULL, events INTEGER NOT NULL,
+        PRIMARY KEY (minute, device)) WITHOUT ROWID""",
 )
 _COLUMNS_ADDED = (
     ("positions", "last_event_time", "REAL"),
@@ -65,7 +75,11 @@ _COLUMNS_ADDED = (
     ("devices", "rejected", "INTEGER NOT NULL DEFAULT 0"),
     ("devices", "last_rejection", "TEXT"),
     ("devices", "last_rejected_at", "REAL"),
+    ("positions", "backlog_age", "REAL"),
 )
+MINUTES_KEPT = 24 * 60
+"""Minutes of per-device event counts kept; the minute as key first makes pruning one
+short range delete."""
 
 
 SKEW_MEMORY = 3600.0
@@ -139,9 +153,17 @@ class SqliteCentralStore:
     """Commits decoded batches; one transaction per group of batches."""
 
     def __init__(
-        self, path: str | Path, synchronous: str = "full", *, republish: bool = False
+        self,
+        path: str | Path,
+        synchronous: str = "full",
+        *,
+        republish: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
+        self._clock = clock
+        """The hub's time for `received_at`, `last_seen` and the per-minute counts."""
+        self._pruned_minute = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_exclusive(self.path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -166,11 +188,12 @@ class SqliteCentralStore:
 
     def commit_now(self, batches: Sequence[Batch]) -> list[CommitResult]:
         """Insert every batch in one transaction; duplicates are ignored and counted."""
-        now = time.time()
+        now = self._clock()
         with self._using:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 results = [self._insert(batch, now) for batch in batches]
+                self._prune_minutes(now)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -205,20 +228,35 @@ class SqliteCentralStore:
         )  # fmt: skip
         duplicates = len(batch.events) - committed
         self._update_position(batch, committed, duplicates, now)
+        if committed:
+            self._conn.execute(
+                "INSERT INTO event_minutes VALUES (?, ?, ?) ON CONFLICT(minute, device)"
+                " DO UPDATE SET events = events + excluded.events",
+                (int(now // 60), batch.device, committed),
+            )
         return CommitResult(committed, duplicates)
+
+    def _prune_minutes(self, now: float) -> None:
+        """Delete per-minute counts past `MINUTES_KEPT`, at most once per minute."""
+        minute = int(now // 60)
+        if minute != self._pruned_minute:
+            self._conn.execute("DELETE FROM event_minutes WHERE minute < ?",
+                               (minute - MINUTES_KEPT,))  # fmt: skip
+            self._pruned_minute = minute
 
     def _update_position(self, batch: Batch, committed: int, duplicates: int, now: float) -> None:
         newest = max((e.event_time for e in batch.events), default=None)
         self._conn.execute(
             "INSERT INTO positions (device, epoch, stream, upto_seq, events, duplicates,"
-            " updated_at, last_event_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " updated_at, last_event_time, backlog_age) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(device, epoch, stream) DO UPDATE SET"
             " upto_seq = max(upto_seq, excluded.upto_seq), events = events + excluded.events,"
             " duplicates = duplicates + excluded.duplicates, updated_at = excluded.updated_at,"
             " last_event_time = max(coalesce(last_event_time, excluded.last_event_time),"
-            " coalesce(excluded.last_event_time, last_event_time))",
+            " coalesce(excluded.last_event_time, last_event_time)),"
+            " backlog_age = coalesce(excluded.backlog_age, backlog_age)",
             (batch.device, batch.epoch, batch.stream, batch.upto_seq, committed, duplicates, now,
-             newest),
+             newest, backlog_age(batch)),
         )  # fmt: skip
         skew = None if batch.sent_at is None else batch.sent_at - now
         self._conn.execute(
@@ -231,7 +269,7 @@ class SqliteCentralStore:
 
     async def record_rejection(self, device: str, reason: str) -> None:
         """Count a refused batch on the device's row (created if the device is new)."""
-        await asyncio.to_thread(self.record_rejection_now, device, reason, time.time())
+        await asyncio.to_thread(self.record_rejection_now, device, reason, self._clock())
 
     def republish_pending(self, limit: int) -> list[Pending]:
         """The oldest events the republish sink has not yet published."""
@@ -266,6 +304,17 @@ class SqliteCentralStore:
         """`close` for callers outside an event loop."""
         self._conn.close()
         os.close(self._lock_fd)
+
+
+def backlog_age(batch: Batch) -> float | None:
+    """How old the device's oldest unsent event was when it sent `batch` (device clock).
+
+    The uplink drains a stream oldest first, so a batch's first event is the oldest one
+    the device had not yet had acknowledged; None without a send time (wire v1) or events.
+    """
+    if batch.sent_at is None or not batch.events:
+        return None
+    return batch.sent_at - batch.events[0].ingest_time
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:

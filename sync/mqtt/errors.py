@@ -8,8 +8,9 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from sync.condition_log import ConditionLog, Wording
+
 _LOG = logging.getLogger("sync.mqtt.connection")
-_LOG_EVERY = 10  # a repeated connect failure is logged again every this many attempts
 
 # MQTT 5 CONNACK reason codes that mean "your credentials are wrong"; paho maps the
 # MQTT 3.1.1 return codes 4 and 5 onto the same two values.
@@ -76,53 +77,52 @@ _DESCRIPTIONS: tuple[tuple[type[BaseException], Callable[[Any], str]], ...] = (
 )
 
 
-class ConnectFailureLog:
-    """Logs connect failures once per change of condition, not once per retry.
+_WORDING = Wording(
+    started="MQTT %(subject)s %(detail)s",
+    still="MQTT %(subject)s still cannot connect: %(count)s more failed attempt(s) in the "
+    "last %(interval)s; latest: %(detail)s",
+    cleared="MQTT %(subject)s reconnected to %(url)s after %(total)s failure(s); "
+    "it was down for %(duration)s",
+)
 
-    A device whose broker is down for a day would otherwise write a line per
-    attempt; here the first failure is logged, then every tenth with a count,
-    and the success that ends the streak says how many attempts failed.
+
+class ConnectFailureLog:
+    """Logs an outage once, not once per retry (see sync/condition_log.py).
+
+    A device whose broker is down for a day would otherwise write a line per attempt;
+    here the loss (or the first failed connect) is logged, then a summary with the
+    count every summary interval, and the success that ends it says how long it was
+    down. A failure of another class (bad credentials, TLS) is logged when it appears.
     """
 
     def __init__(self, name: str, url: str) -> None:
         self._name = name
         self._url = url
-        self._failures = 0
-        self._condition: str | None = None
-        self._repeats = 0
         self._ever_connected = False
+        self._conditions = ConditionLog(name, logger=_LOG, wording=_WORDING, fields={"url": url})
 
     def failed(self, condition: str, *, auth: bool) -> None:
         """Record one failed attempt; bad credentials log as an error, the rest as warnings."""
-        self._failures += 1
-        level = logging.ERROR if auth else logging.WARNING
-        if condition != self._condition:
-            self._condition, self._repeats = condition, 1
-            _LOG.log(level, "MQTT %s cannot connect to %s: %s", self._name, self._url, condition)
-            return
-        self._repeats += 1
-        if self._repeats % _LOG_EVERY == 0:
-            _LOG.log(
-                level,
-                "MQTT %s still cannot connect to %s after %d attempts: %s",
-                self._name,
-                self._url,
-                self._failures,
-                condition,
-            )
+        self._conditions.failed(
+            f"cannot connect to {self._url}: {condition}",
+            kind="auth" if auth else _failure_class(condition),
+            level=logging.ERROR if auth else logging.WARNING,
+        )
 
     def connected(self) -> None:
-        """Log the success that ends a streak of failures (or the first connect)."""
-        if self._failures:
-            _LOG.info(
-                "MQTT %s reconnected to %s after %d failures", self._name, self._url, self._failures
-            )
-        else:
+        """Log the success that ends an outage (or the first connect)."""
+        if not self._conditions.cleared():
             verb = "reconnected" if self._ever_connected else "connected"
             _LOG.info("MQTT %s %s to %s", self._name, verb, self._url)
-        self._failures, self._condition, self._repeats = 0, None, 0
         self._ever_connected = True
 
     def lost(self, reason: str) -> None:
-        """Log a connection that was up and went down."""
-        _LOG.warning("MQTT %s lost the connection to %s: %s", self._name, self._url, reason)
+        """Log a connection that was up and went down: the start of an outage."""
+        self._conditions.failed(f"lost the connection to {self._url}: {reason}", kind="unreachable")
+
+
+def _failure_class(description: str) -> str:
+    """Failures that mean "the broker is not there" are one condition; others are their own."""
+    if description.startswith(("Broker refused", "TLS")):
+        return description
+    return "unreachable"

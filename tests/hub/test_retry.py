@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 
 import pytest
 
+from sync import condition_log
 from sync.backoff import Backoff, retry_until_done
 
 
 async def test_retries_until_success_with_rate_limited_logs(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The failure is logged when it starts, summarised per interval, and when it clears."""
+    monkeypatch.setattr(condition_log, "_summary_interval", 0.05)
     attempts = 0
 
     async def flaky() -> str:
         nonlocal attempts
         attempts += 1
         if attempts <= 12:
+            await asyncio.sleep(0.01)
             raise OSError("disk full")
         return "done"
 
@@ -30,10 +35,12 @@ async def test_retries_until_success_with_rate_limited_logs(
         )
     assert result == "done" and attempts == 13
     messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 3  # failure 1, failure 10, recovery
-    assert messages[0].startswith("Writing failed (disk full)") and "(failure 1)" in messages[0]
-    assert "(failure 10)" in messages[1]
-    assert messages[2] == "Writing succeeded after 12 failures"
+    assert messages[0].startswith("Writing failed (disk full; retrying in")
+    summaries = messages[1:-1]
+    assert 1 <= len(summaries) < 11, messages  # ~0.13s of failures, one line per 0.05s
+    assert all(m.startswith("Writing still failing: ") for m in summaries)
+    assert sum(int(m.split(": ")[1].split()[0]) for m in summaries) <= 11
+    assert messages[-1].startswith("Writing succeeded after 12 failures in ")
 
 
 async def test_other_errors_are_not_retried() -> None:
