@@ -16,6 +16,7 @@ docs/sync-protocol.md documents both byte by byte.
 from __future__ import annotations
 
 import itertools
+import math
 import struct
 import zlib
 from collections.abc import Mapping
@@ -106,6 +107,9 @@ def _check_consistent(batch: Batch, count: int) -> None:
         raise WireFormatError("event sequence numbers are not strictly increasing")
     if seqs and seqs[-1] > batch.upto_seq:
         raise WireFormatError("an event lies past the batch's upto_seq")
+    if not all(math.isfinite(e.event_time) and math.isfinite(e.ingest_time) for e in batch.events):
+        # SQLite's INSERT OR IGNORE would drop such a row as if it were a duplicate.
+        raise WireFormatError("an event time is not a finite number")
 
 
 @dataclass(frozen=True, slots=True)

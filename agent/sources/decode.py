@@ -9,6 +9,7 @@ The formats themselves are parsed in `agent.sources.payloads`.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -126,9 +127,9 @@ DEFAULT_MAX_FUTURE: Final = 86400.0
 
 def trusted_time(when: float, arrival: float, max_future: float) -> tuple[float, str | None]:
     """`when`, or the arrival time and the distrusted time's text when `when` lies more
-    than `max_future` ahead (a wrong unit or clock): one bad reading must not close every
-    window early. The text goes in the event's `time_in_future` header."""
-    if when - arrival > max_future:
+    than `max_future` ahead (a wrong unit or clock) or is not finite: one bad reading must
+    not close every window early. The text goes in the event's `time_in_future` header."""
+    if not math.isfinite(when) or when - arrival > max_future:
         return arrival, repr(when)
     return when, None
 

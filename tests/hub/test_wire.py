@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import struct
 import zlib
 
@@ -86,6 +87,16 @@ def test_out_of_range_and_unordered_sequence_numbers_are_refused() -> None:
     ]
     with pytest.raises(WireFormatError, match="not strictly increasing"):
         decode(encode(Batch("d", "e", "s", events, [], 5)))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_event_times_are_refused(version: int, bad: float) -> None:
+    """The store's INSERT OR IGNORE would drop such a row silently, as a duplicate."""
+    for times in ((bad, 1.0), (1.0, bad)):
+        events = [StoredEvent(1, *times, None, None, b"1")]
+        with pytest.raises(WireFormatError, match=r"finite|malformed"):
+            decode(encode(Batch("d", "e", "s", events, [], 1), version=version))
 
 
 @settings(max_examples=300, deadline=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from textwrap import dedent, indent
 from typing import Any
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from agent.config.load import parse_agent_config
 from agent.config.mqtt_source import MqttSourceConfig
 from agent.queue import NewEvent
-from agent.sources.decode import DeadLetter, MessageDecoder, user_properties
+from agent.sources.decode import DeadLetter, MessageDecoder, trusted_time, user_properties
 from agent.sources.payloads import DecodeFailure, parse_csv, parse_keyvalue, to_number
 from agent.sources.rate_limit import TopicRateLimiter
 from sync.config import ConfigError
@@ -314,3 +315,8 @@ def test_a_clock_stepped_back_neither_mints_tokens_nor_starves_the_topic() -> No
     assert limiter.allow("a", 51.0)  # refills at the normal rate from the new time
     allowed = sum(limiter.allow("a", 51.0 + i / 10) for i in range(1, 101))
     assert allowed == 10
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_time_is_replaced_by_the_arrival_time(bad: float) -> None:
+    assert trusted_time(bad, 1_700_000_000.0, 10.0) == (1_700_000_000.0, repr(bad))
