@@ -277,7 +277,7 @@ class Uplink:
 
     def _on_ack(self, message: MqttMessage) -> None:
         try:
-            ack = Ack.from_bytes(message.payload)
+            ack = Ack.from_bytes(message.payload, self._hmac_key)
         except WireFormatError as exc:
             self._malformed.failed(str(exc), key=message.topic, kind="malformed")
             return

@@ -15,6 +15,8 @@ docs/sync-protocol.md documents both byte by byte.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import math
 import struct
@@ -125,20 +127,45 @@ class Ack:
     committed: int = 0
     duplicates: int = 0
 
-    def to_bytes(self) -> bytes:
-        """Encode as a small JSON object (acks are rare and tiny; readability wins)."""
-        return orjson.dumps({"v": 1, **{f: getattr(self, f) for f in self.__slots__}})
+    def to_bytes(self, hmac_key: bytes | None = None) -> bytes:
+        """Encode as a small JSON object (acks are rare and tiny; readability wins).
+
+        With the device's key the ack carries `sig`, an HMAC-SHA256 of its other fields:
+        a device that signs its batches accepts only signed acks, so nobody who can
+        merely publish on its ack topic can make it drop events no hub committed.
+        """
+        fields: dict[str, object] = {"v": 1, **{f: getattr(self, f) for f in self.__slots__}}
+        if hmac_key is not None:
+            fields["sig"] = _ack_signature(hmac_key, fields)
+        return orjson.dumps(fields)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Ack:
-        """Decode an ack; WireFormatError when it is not one."""
+    def from_bytes(cls, data: bytes, hmac_key: bytes | None = None) -> Ack:
+        """Decode an ack; WireFormatError when it is not one, or not signed by `hmac_key`."""
         try:
             obj = orjson.loads(data)
             fields = {f: obj[f] for f in ("batch_id", "stream", "epoch", "upto_seq", "status")}
             extra = {f: obj[f] for f in ("reason", "committed", "duplicates") if f in obj}
-            return cls(**fields, **extra)
+            ack = cls(**fields, **extra)
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise WireFormatError(f"not an ack: {exc!r}") from exc
+        if hmac_key is not None:
+            _check_ack_signature(hmac_key, obj)
+        return ack
+
+
+def _ack_signature(key: bytes, fields: dict[str, object]) -> str:
+    unsigned = {name: value for name, value in fields.items() if name != "sig"}
+    message = orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS)
+    return hmac.digest(key, message, hashlib.sha256).hex()
+
+
+def _check_ack_signature(key: bytes, obj: dict[str, object]) -> None:
+    signature = obj.get("sig")
+    if not isinstance(signature, str):
+        raise WireFormatError("unsigned ack (this device signs its batches: acks must be signed)")
+    if not hmac.compare_digest(signature, _ack_signature(key, obj)):
+        raise WireFormatError("ack signature does not match this device's key")
 
 
 def up_topic(prefix: str, device: str) -> str:

@@ -285,7 +285,7 @@ async def test_a_refused_password_never_reaches_the_log(
     """The loaded config's secrets go to setup_logging; the log of a failed login has none."""
     password, token = "Wr0ng-Passw0rd-xyz", "Http-T0ken-abcdef"
     broker = mosquitto_factory(users={"device": "right-one"})
-    url = f"mqtt://device:Url-Secret-99@127.0.0.1:{broker.port}"
+    url = f"mqtt://127.0.0.1:{broker.port}"  # credentials in a url are refused at load
     config = load_agent_config(write_config(tmp_path, url, password, token))
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
@@ -298,7 +298,7 @@ async def test_a_refused_password_never_reaches_the_log(
     text = stream.getvalue()
     entries = [orjson.loads(line) for line in text.splitlines()]
     assert any(e["level"] == "error" and "cannot connect" in e["msg"] for e in entries)
-    for secret in (password, token, "Url-Secret-99"):
+    for secret in (password, token):
         assert secret not in text
 
 

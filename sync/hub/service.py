@@ -221,7 +221,12 @@ class Hub:
             committed=result.committed, duplicates=result.duplicates,
         )  # fmt: skip
         self.connection.ack(item.message.mid, item.message.qos)
-        await self.replies.publish(ack_topic(self._prefix, batch.device), ack.to_bytes(), qos=1)
+        payload = ack.to_bytes(self._ack_key(batch.device))
+        await self.replies.publish(ack_topic(self._prefix, batch.device), payload, qos=1)
+
+    def _ack_key(self, device: str) -> bytes | None:
+        """The device's key signs its acks (a device with a key accepts no other)."""
+        return None if self._keys is None else self._keys.get(device)
 
     async def _count_rejection(self, device: str, reason: str) -> None:
         """Best effort: a store that cannot count right now must not hold the hub up."""
@@ -247,7 +252,8 @@ class Hub:
         self.connection.ack(item.message.mid, item.message.qos)
         if item.device:
             ack = Ack("", "", "", 0, "rejected", reason=reason)
-            await self.replies.publish(ack_topic(self._prefix, item.device), ack.to_bytes(), qos=0)
+            payload = ack.to_bytes(self._ack_key(item.device))
+            await self.replies.publish(ack_topic(self._prefix, item.device), payload, qos=0)
 
     def _log_rejection(self, item: _Received, reason: str, kind: str) -> None:
         """Once per device and class of reason, then summaries: a broken device is one line."""

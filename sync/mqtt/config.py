@@ -44,6 +44,12 @@ class TlsConfig:
         return []
 
 
+_URL_CREDENTIALS = (
+    "must not hold credentials (user:password@): they would be shown wherever the url "
+    "is (status, readiness, systemd); use username and password or password_file"
+)
+
+
 @config_class
 class MqttConnectionConfig:
     """One MQTT broker connection: address, credentials, TLS, timeouts and reconnect backoff."""
@@ -146,6 +152,9 @@ class MqttConnectionConfig:
         except ValueError:
             port_ok = False
         well_formed = split.scheme in _DEFAULT_PORTS and bool(split.hostname) and port_ok
+        if well_formed and (split.username is not None or split.password is not None):
+            # Never echo the url: it holds a secret. Status pages and systemd show urls.
+            return [Problem("url", _URL_CREDENTIALS, IssueKind.CONFLICT)]
         if well_formed and split.path in ("", "/") and not split.query:
             return []
         message = f"{_URL_EXPECTED}, got {describe(self.url)}"

@@ -114,3 +114,18 @@ def test_ack_round_trip_and_garbage() -> None:
     assert Ack.from_bytes(ack.to_bytes()) == ack
     with pytest.raises(WireFormatError):
         Ack.from_bytes(b"[1,2]")
+
+
+def test_signed_acks_verify_only_with_their_key() -> None:
+    key, other = b"k" * 32, b"o" * 32
+    ack = Ack("ep:s:1-5", "s", "ep", 5, "ok", committed=5)
+    signed = ack.to_bytes(key)
+    assert Ack.from_bytes(signed, key) == ack
+    assert Ack.from_bytes(signed) == ack  # a device without a key ignores the signature
+    with pytest.raises(WireFormatError, match="does not match"):
+        Ack.from_bytes(signed, other)
+    with pytest.raises(WireFormatError, match="unsigned ack"):
+        Ack.from_bytes(ack.to_bytes(), key)
+    forged = signed.replace(b'"upto_seq":5', b'"upto_seq":9')
+    with pytest.raises(WireFormatError, match="does not match"):
+        Ack.from_bytes(forged, key)
