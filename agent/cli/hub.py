@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -140,6 +141,7 @@ def hub_metrics_server(hub: Hub) -> MetricsServer:
 
 async def _serve_hub(config: HubConfig, hub: Hub, stopping: asyncio.Task[Any]) -> None:
     task = asyncio.create_task(hub.run(), name="edgestream[hub]")
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hub.reload_keys)
     watchdog = asyncio.create_task(keep_watchdog_fed(lambda: None), name="edgestream[watchdog]")
     log.info("Hub %s serving %s into %s", config.hub_id, config.broker.url, _where(config))
     systemd.notify("READY=1", f"STATUS=serving {config.broker.url} into {_where(config)}")

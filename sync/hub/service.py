@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from sync.backoff import retry_until_done
 from sync.condition_log import ConditionLog, Wording
-from sync.device_keys import load_device_keys, load_dictionary
+from sync.device_keys import KeyFileError, load_device_keys, load_dictionary
 from sync.failpoints import failpoint
 from sync.hub.config import HubConfig
 from sync.hub.rejections import rejection_class
@@ -223,6 +223,25 @@ class Hub:
         self.connection.ack(item.message.mid, item.message.qos)
         payload = ack.to_bytes(self._ack_key(batch.device))
         await self.replies.publish(ack_topic(self._prefix, batch.device), payload, qos=1)
+
+    def reload_keys(self) -> bool:
+        """Read the device key file and the dictionaries again (SIGHUP); keep them on error.
+
+        This is how a stolen device is revoked, or a key rotated, without a restart:
+        edit `device_keys_file`, then `systemctl reload edgestream-hub`. A file that
+        cannot be read leaves the keys in use unchanged.
+        """
+        config = self.config
+        try:
+            keys = load_device_keys(config.device_keys_file) if config.device_keys_file else None
+            dictionaries = _load_dictionaries(config.dictionaries)
+        except KeyFileError as error:
+            log.error("Key reload refused; still using the previous keys: %s", error)
+            return False
+        self._keys, self._dictionaries = keys, dictionaries
+        log.info("Reloaded %s device key(s) and %d dictionary(ies)",
+                 "no" if keys is None else len(keys), len(dictionaries))  # fmt: skip
+        return True
 
     def _ack_key(self, device: str) -> bytes | None:
         """The device's key signs its acks (a device with a key accepts no other)."""

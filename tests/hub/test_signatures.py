@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from sync.hub.config import HubConfig
 from sync.hub.service import Hub
@@ -14,6 +19,7 @@ from sync.mqtt.connection import MqttConnection
 from sync.outbox import StoredEvent
 from sync.wire import Ack, Batch, encode
 from tests.brokers import MosquittoBroker
+from tests.e2e.harness import EdgestreamProcess, hub_config, wait_until, write_yaml
 
 KEY_A = bytes.fromhex("a1" * 32)
 KEY_B = bytes.fromhex("b2" * 32)
@@ -65,3 +71,55 @@ async def test_only_batches_signed_by_their_own_device_are_stored(
         rejected = dict(db.execute("SELECT device, rejected FROM devices"))
     assert rows == [("pi-a", 1), ("pi-a", 2), ("pi-b", 1), ("pi-b", 2)]
     assert rejected == {"pi-a": 2, "pi-b": 0, "pi-c": 1}
+
+
+def test_sighup_rereads_the_key_file_to_admit_and_revoke_devices(
+    tmp_path: Path, mosquitto: MosquittoBroker, processes: list[EdgestreamProcess]
+) -> None:
+    """A real hub process: SIGHUP admits a new device, revokes another, keeps keys on error."""
+    keys = tmp_path / "device-keys"
+    keys.write_text(f"pi-a {KEY_A.hex()}\n")
+    config = hub_config(tmp_path, mosquitto.url)
+    config["device_keys_file"] = str(keys)
+    hub = EdgestreamProcess("hub", write_yaml(tmp_path / "hub.yaml", config), tmp_path / "hub.log")
+    processes.append(hub.start())
+    acks: list[tuple[str, bytes]] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="signer")
+    client.on_message = lambda _c, _u, m: acks.append((m.topic.split("/")[1], m.payload))
+    client.connect("127.0.0.1", mosquitto.port)
+    client.subscribe("edgestream/+/ack", qos=1)
+    client.loop_start()
+    key_of = {"pi-a": KEY_A, "pi-b": KEY_B}
+
+    def send(device: str, first: int) -> Ack:
+        count = len(acks)
+        client.publish(f"edgestream/{device}/up", batch(device, first, key_of[device]), qos=1)
+        wait_until(lambda: len(acks) > count, 30, f"the hub's answer to {device}", hub)
+        answered, payload = acks[-1]
+        assert answered == device
+        return Ack.from_bytes(payload)
+
+    def reload(expect: str) -> None:
+        assert hub.process is not None
+        os.kill(hub.process.pid, signal.SIGHUP)
+        wait_until(lambda: expect in hub.log_tail(50), 20, expect, hub)
+
+    try:
+        wait_until(lambda: "serving" in hub.log_tail(20), 30, "the hub to serve", hub)
+        assert send("pi-a", 1).status == "ok"
+        assert send("pi-b", 1).status == "rejected"  # not in the file yet
+        keys.write_text(f"pi-a {KEY_A.hex()}\npi-b {KEY_B.hex()}\n")
+        reload("Reloaded 2 device key(s)")
+        ok = send("pi-b", 1)
+        assert ok.status == "ok" and ok.committed == 2
+        assert Ack.from_bytes(acks[-1][1], KEY_B) == ok  # signed with pi-b's key
+        keys.write_text("pi-b not-hex\n")
+        reload("Key reload refused")
+        assert send("pi-a", 3).status == "ok"  # the previous keys are still in use
+        keys.write_text(f"pi-b {KEY_B.hex()}\n")  # pi-a revoked (stolen)
+        reload("Reloaded 1 device key(s)")
+        assert send("pi-a", 5).status == "rejected"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert hub.terminate() == 0
