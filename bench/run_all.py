@@ -22,6 +22,10 @@ BENCHMARKS = (
     "agent_rss",
     "window_engine",
     "sources_cost",
+    "wire_size",
+    "hub_fleet",
+    "jetstream_hub",
+    "metrics_cost",
 )
 TIME_LIMIT = 600.0
 
