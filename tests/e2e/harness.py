@@ -21,6 +21,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.brokers import free_port
 
@@ -175,7 +176,7 @@ class Publisher:
 
     def __init__(self, url: str, client_id: str = "test-publisher") -> None:
         host, port = url.removeprefix("mqtt://").split(":")
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.max_inflight_messages_set(1000)
         self.client.connect(host, int(port))
         self.client.loop_start()
