@@ -95,8 +95,8 @@ def render(
 ) -> str:
     """The fleet table, then the streams and gaps when one device is shown."""
     head = (
-        f"{'DEVICE':<24} {'LAST SEEN':>10} {'LAG':>9} {'STREAMS':>7} {'EVENTS':>10} "
-        f"{'GAPS':>5} {'LOST':>8} {'DUPS':>8} {'REJECTED':>8} {'SKEW':>8}"
+        f"{'DEVICE':<24} {'LAST SEEN':>10} {'LAG':>9} {'BACKLOG':>8} {'STREAMS':>7} "
+        f"{'EVENTS':>10} {'GAPS':>5} {'LOST':>8} {'DUPS':>8} {'REJECTED':>8} {'SKEW':>8}"
     )
     lines = [head] + [_device_line(d, now) for d in devices]
     if not devices:
@@ -117,7 +117,8 @@ def render(
 def _device_line(d: DeviceRow, now: float) -> str:
     return (
         f"{d.device:<24} {ago(now - d.last_seen):>10} {seconds(d.lag(now)):>9} "
-        f"{d.streams:>7} {d.events:>10} {d.gaps:>5} {d.lost:>8} {d.duplicates:>8} "
+        f"{seconds(d.backlog_age):>8} {d.streams:>7} {d.events:>10} {d.gaps:>5} {d.lost:>8} "
+        f"{d.duplicates:>8} "
         f"{d.rejected:>8} {seconds(d.clock_skew):>8}"
     )
 
