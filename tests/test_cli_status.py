@@ -57,5 +57,5 @@ def test_status_reads_the_daemon_then_the_database_when_it_is_down(
     assert agent.terminate() == 0
     down = status(config)
     assert down.returncode == 0
-    assert "The agent is not running" in down.stdout and "readings" in down.stdout
+    assert "No answer from the agent" in down.stdout and "readings" in down.stdout
     assert json.loads(status(config, "--json").stdout)["running"] is False

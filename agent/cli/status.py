@@ -27,7 +27,8 @@ from agent.queue import DATABASE_NAME
 from agent.queue.reader import stream_stats
 from sync.config.errors import ConfigError
 
-TIMEOUT = 2.0
+TIMEOUT = 10.0
+"""Seconds to wait for the daemon's /status (a loaded Pi answers slowly, not never)."""
 
 Samples = dict[str, list[dict[str, Any]]]
 
@@ -84,8 +85,8 @@ def from_database(config: AgentConfig, as_json: bool) -> int:
         streams = [queue_cli.as_dict(s) for s in stats]
         print(json.dumps({"running": False, "streams": streams}, indent=2))
     else:
-        print("The agent is not running (or its metrics endpoint is off); "
-              f"read from {path}:\n")  # fmt: skip
+        print(f"No answer from the agent within {TIMEOUT:.0f} s (not running, its metrics "
+              f"endpoint off, or not answering); read from {path}:\n")  # fmt: skip
         print(queue_cli.render(stats))
     return 0
 
