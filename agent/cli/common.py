@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.config.load import load_agent_config
+from agent.config.model import AgentConfig
 from agent.logs import MASK, redact
 from sync.config.errors import ConfigError, ConfigIssue
 
@@ -39,6 +41,15 @@ def _shown(issue: ConfigIssue, source: str) -> str:
     if key in _SECRET_KEYS:
         line = _GOT_VALUE.sub(rf"\g<1>{MASK}", line)
     return redact(line)
+
+
+def agent_config_or_report(path: str | Path) -> AgentConfig | None:
+    """The agent config at `path`, or None after printing every problem it has."""
+    try:
+        return load_agent_config(path)
+    except ConfigError as error:
+        print_config_error(error)
+        return None
 
 
 def looks_like_hub_config(path: str | Path) -> bool:

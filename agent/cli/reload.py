@@ -15,12 +15,10 @@ import sys
 import time
 from typing import Any
 
-from agent.cli.common import EXIT_CONFIG, print_config_error
+from agent.cli.common import EXIT_CONFIG, agent_config_or_report
 from agent.cli.status import ask_daemon
-from agent.config.load import load_agent_config
 from agent.config.model import AgentConfig
 from agent.pidfile import pid_path, running_pid
-from sync.config.errors import ConfigError
 
 WAIT_SECONDS = 30.0
 EXIT_NOT_RUNNING = 3
@@ -39,10 +37,8 @@ def register(commands: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Validate, signal, then report what the agent did."""
-    try:
-        config = load_agent_config(args.config)
-    except ConfigError as error:
-        print_config_error(error)
+    config = agent_config_or_report(args.config)
+    if config is None:
         print("the running agent was not asked to reload and keeps its config", file=sys.stderr)
         return EXIT_CONFIG
     pid = running_pid(config.data_dir)

@@ -9,14 +9,17 @@ import logging
 import signal
 from typing import Any
 
-from agent.cli.common import EXIT_CONFIG, install_stop_signals, print_config_error
+from agent.cli.common import (
+    EXIT_CONFIG,
+    agent_config_or_report,
+    install_stop_signals,
+)
 from agent.config.load import load_agent_config
 from agent.config.model import AgentConfig
 from agent.daemon import Agent
 from agent.logs import config_secrets, setup_logging
 from agent.pidfile import remove_pid, write_pid
 from agent.queue import QueueError
-from sync.config.errors import ConfigError
 from sync.device_keys import KeyFileError
 
 log = logging.getLogger(__name__)
@@ -31,10 +34,8 @@ def register(commands: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Validate the whole config first; start nothing if any of it is wrong."""
-    try:
-        config = load_agent_config(args.config)
-    except ConfigError as error:
-        print_config_error(error)
+    config = agent_config_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     setup_logging(config.log_level, config.log_format, secrets=config_secrets(config))
     return asyncio.run(_run(config, args.config))

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.cli import queue as queue_cli
-from agent.cli.common import EXIT_CONFIG, print_config_error
-from agent.config.load import load_agent_config
+from agent.cli.common import EXIT_CONFIG, agent_config_or_report
 from agent.config.model import AgentConfig
 from agent.queue import DATABASE_NAME
 from agent.queue.reader import stream_stats
-from sync.config.errors import ConfigError
 
 TIMEOUT = 10.0
 """Seconds to wait for the daemon's /status (a loaded Pi answers slowly, not never)."""
@@ -43,10 +41,8 @@ def register(commands: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Ask the daemon; fall back to the database when it does not answer."""
-    try:
-        config = load_agent_config(args.config)
-    except ConfigError as error:
-        print_config_error(error)
+    config = agent_config_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     live = ask_daemon(config)
     if live is not None:

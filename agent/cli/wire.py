@@ -17,11 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.cli.common import EXIT_CONFIG, print_config_error
-from agent.config.load import load_agent_config
+from agent.cli.common import EXIT_CONFIG, agent_config_or_report
 from agent.queue import DATABASE_NAME
 from agent.queue.reader import read_after
-from sync.config.errors import ConfigError
 from sync.wire import Batch, dictionary_id, train_dictionary
 
 MIN_SAMPLES = 20
@@ -43,10 +41,8 @@ def register(commands: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Read sample batches from the queue, train, write the file, print its id."""
-    try:
-        config = load_agent_config(args.config)
-    except ConfigError as error:
-        print_config_error(error)
+    config = agent_config_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     path = Path(config.data_dir) / DATABASE_NAME
     if not path.exists():
