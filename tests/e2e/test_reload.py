@@ -79,8 +79,9 @@ def publish(url: str, first: int, last: int) -> None:
 def subscribed(url: str, db: Path, agent: EdgestreamProcess) -> int:
     """Publish probes (value 0) until one is stored: the agent's subscription is live.
 
-    Then one more probe as a fence: delivery is in order, so once it is stored every
-    earlier probe that will ever arrive has. Returns how many probes the stream holds.
+    Then a distinct probe as a fence: delivery is in order, so once it is the newest
+    stored event, every earlier probe that will ever arrive has. Returns how many
+    probes the stream holds.
     """
     publisher = Publisher(url, client_id="reload-probe")
     probe = [("reload/probe", b'{"value": 0}')]
@@ -91,9 +92,13 @@ def subscribed(url: str, db: Path, agent: EdgestreamProcess) -> int:
             return queue_last_seq(db, "raw") > 0
 
         wait_until(probe_stored, 30, "the agent's subscription", agent)
-        before = queue_last_seq(db, "raw")
-        publisher.publish_many(iter(probe))
-        wait_until(lambda: queue_last_seq(db, "raw") > before, 20, "the fence probe", agent)
+        publisher.publish_many(iter([("reload/probe", b'{"value": 0, "fence": true}')]))
+
+        def fence_stored() -> bool:
+            last = payloads(db, "raw")[-1:]
+            return bool(last) and last[0].get("fence") is True
+
+        wait_until(fence_stored, 20, "the fence probe", agent)
         return queue_last_seq(db, "raw")
     finally:
         publisher.close()
@@ -135,7 +140,10 @@ def test_sighup_keeps_window_state_and_refuses_a_bad_config(
 
     publish(mosquitto.url, 1, 60)
     wait_until(
-        lambda: consumed(db, "pipeline:totals") == probes + 60, 20, "60 in the window", agent
+        lambda: consumed(db, "pipeline:totals") == probes + 60,
+        20,
+        "60 events in the window",
+        agent,
     )
 
     # An invalid config by SIGHUP: refused with the key path, the agent keeps running.
