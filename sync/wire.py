@@ -112,6 +112,17 @@ def _check_consistent(batch: Batch, count: int) -> None:
     if not all(math.isfinite(e.event_time) and math.isfinite(e.ingest_time) for e in batch.events):
         # SQLite's INSERT OR IGNORE would drop such a row as if it were a duplicate.
         raise WireFormatError("an event time is not a finite number")
+    for event in batch.events:
+        if event.headers is not None:
+            _check_storable(event.headers)
+
+
+def _check_storable(headers: object) -> None:
+    """Headers the store can write back as JSON (orjson stops at 254 levels of nesting)."""
+    try:
+        orjson.dumps(headers)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise WireFormatError(f"event headers cannot be stored: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,12 @@ _loads = orjson.loads
 _dumps = orjson.dumps
 
 
+MAX_NESTING = 64
+"""Deeper payloads travel raw: orjson writes at most 254 levels, and the hub rebuilds a
+columnar payload inside the batch's own structure, so a payload near that limit would
+encode here and fail to decode there."""
+
+
 def parse_object(payload: bytes) -> dict[str, Any] | None:
     """The payload as a JSON object, if it is one in compact form (else it stays raw)."""
     if payload[:1] != b"{":
@@ -56,9 +62,21 @@ def parse_object(payload: bytes) -> dict[str, Any] | None:
         obj = _loads(payload)
     except orjson.JSONDecodeError:
         return None
-    if type(obj) is not dict or _dumps(obj) != payload:
+    if type(obj) is not dict or _nests_deeper(obj, MAX_NESTING) or _dumps(obj) != payload:
         return None
     return obj
+
+
+def _nests_deeper(obj: dict[str, Any], limit: int) -> bool:
+    """True when containers nest more than `limit` levels (iterative: no recursion)."""
+    pending: list[tuple[Any, int]] = [(obj, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = value.values() if type(value) is dict else value
+        pending.extend((c, depth + 1) for c in children if type(c) is dict or type(c) is list)
+    return False
 
 
 def subject_of(obj: dict[str, Any] | None, field: str | None) -> str | None:

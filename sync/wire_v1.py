@@ -109,17 +109,19 @@ def _batch_from(header: Any, rows: Any) -> tuple[Batch, int]:
             events, gaps, int(header["upto_seq"]),
         )  # fmt: skip
         return batch, int(header["count"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise WireFormatError(f"malformed batch fields: {exc!r}") from exc
 
 
 def _event_from(row: list[Any]) -> StoredEvent:
     seq, event_time, ingest_time, key, topic, payload, headers, binary = row
-    raw = base64.b64decode(payload) if binary else str(payload).encode()
+    if not isinstance(payload, str) or not all(_text_or_none(v) for v in (key, topic)):
+        raise TypeError("key, topic and payload must be strings")
+    raw = base64.b64decode(payload) if binary else payload.encode()
     if headers is not None and not isinstance(headers, dict):
         raise TypeError("headers must be an object")
-    return StoredEvent(
-        int(seq), float(event_time), float(ingest_time),
-        None if key is None else str(key), None if topic is None else str(topic),
-        raw, headers,
-    )  # fmt: skip
+    return StoredEvent(int(seq), float(event_time), float(ingest_time), key, topic, raw, headers)
+
+
+def _text_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)

@@ -274,7 +274,7 @@ class HttpSource:
 
         def decode() -> list[NewEvent]:
             objects = parse_body(request.body, content_type, self.config.max_events)
-            return [self._event(obj, arrival) for obj in objects]
+            return [self._storable(obj, index, arrival) for index, obj in enumerate(objects)]
 
         if len(request.body) > PARSE_INLINE_MAX:
             return await asyncio.to_thread(decode)
@@ -291,6 +291,13 @@ class HttpSource:
         if not hmac.compare_digest(given.strip().encode(), self._token):
             return self._reject("token_wrong", error_response(401, "token wrong", challenge))
         return None
+
+    def _storable(self, obj: dict[str, Any], index: int, arrival: float) -> NewEvent:
+        """`_event`, refusing with a 400 an object JSON cannot write back (nested too deep)."""
+        try:
+            return self._event(obj, arrival)
+        except (TypeError, RecursionError) as exc:  # orjson stops at 254 levels
+            raise BadBody(f"the event cannot be stored: {exc}", index=index) from None
 
     def _event(self, obj: dict[str, Any], arrival: float) -> NewEvent:
         """The queue event of one object: tags added as fields, as polled sources do."""

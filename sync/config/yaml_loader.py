@@ -19,14 +19,21 @@ from sync.config.errors import ConfigError, ConfigIssue, IssueKind, join_index, 
 
 _BOOL_TAG: Final = "tag:yaml.org,2002:bool"
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+_VALUE_TAG: Final = "tag:yaml.org,2002:value"
+
+MAX_VALUES: Final = 100_000
+"""Values a document may expand to: aliases inside aliases ("billion laughs") grow
+exponentially, and no real config comes near this."""
+MAX_DEPTH: Final = 64
+"""Nesting levels a document may have (the YAML composer itself recurses)."""
 
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 booleans."""
 
 
-_Loader.yaml_implicit_resolvers = {
-    first: [entry for entry in entries if entry[0] != _BOOL_TAG]
+_Loader.yaml_implicit_resolvers = {  # a bare `=` is PyYAML's unconstructable !!value
+    first: [entry for entry in entries if entry[0] not in (_BOOL_TAG, _VALUE_TAG)]
     for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
@@ -68,9 +75,26 @@ def load_yaml(text: str, source: str) -> tuple[Any, Locator, list[ConfigIssue]]:
     except yaml.YAMLError as exc:
         issue = ConfigIssue("", f"YAML syntax error: {exc}", None, IssueKind.SYNTAX)
         raise ConfigError([issue], source) from None
+    except RecursionError:
+        raise ConfigError([_too_deep(None)], source) from None
     builder = _Builder()
-    value = None if root is None else builder.value(root, "")
+    try:
+        value = None if root is None else builder.value(root, "")
+    except _Refused as refused:
+        raise ConfigError([refused.issue], source) from None
     return value, builder.locator, builder.issues
+
+
+class _Refused(Exception):
+    """A document that cannot be turned into values at all (one issue, raised)."""
+
+    def __init__(self, issue: ConfigIssue) -> None:
+        super().__init__(issue.message)
+        self.issue = issue
+
+
+def _too_deep(line: int | None) -> ConfigIssue:
+    return ConfigIssue("", f"nested more than {MAX_DEPTH} levels deep", line, IssueKind.SYNTAX)
 
 
 def resolve_plain_scalar(text: str) -> Any:
@@ -103,25 +127,48 @@ class _Builder:
         self.locator = Locator()
         self.issues: list[ConfigIssue] = []
         self._constructor = SafeConstructor()
+        self._values = 0
 
-    def value(self, node: Node, path: str) -> Any:
+    def value(self, node: Node, path: str, depth: int = 0) -> Any:
+        self._count(node, depth)
         self.locator.lines.setdefault(path, _line(node))
         if isinstance(node, MappingNode):
-            return self._mapping(node, path)
+            return self._mapping(node, path, depth)
         if isinstance(node, SequenceNode):
-            return [self.value(item, join_index(path, i)) for i, item in enumerate(node.value)]
-        scalar = self._constructor.construct_object(node)
+            items = enumerate(node.value)
+            return [self.value(item, join_index(path, i), depth + 1) for i, item in items]
+        scalar = self._scalar(node)
         if isinstance(scalar, str) and "$" in scalar and getattr(node, "style", None) is None:
             self.locator.plain.add(path)
         return scalar
 
-    def _mapping(self, node: MappingNode, path: str) -> dict[Any, Any]:
+    def _count(self, node: Node, depth: int) -> None:
+        """Refuse a document that nests too deep or expands past MAX_VALUES (aliases)."""
+        self._values += 1
+        if depth > MAX_DEPTH:
+            raise _Refused(_too_deep(_line(node)))
+        if self._values > MAX_VALUES:
+            message = (
+                f"the document expands to more than {MAX_VALUES:,} values "
+                "(aliases repeated inside aliases?)"
+            )
+            raise _Refused(ConfigIssue("", message, _line(node), IssueKind.SYNTAX))
+
+    def _scalar(self, node: Node) -> Any:
+        """The scalar's value; an explicit tag PyYAML cannot construct is refused."""
+        try:
+            return self._constructor.construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
+            message = f"cannot read this value with tag {node.tag} ({type(exc).__name__})"
+            raise _Refused(ConfigIssue("", message, _line(node), IssueKind.SYNTAX)) from None
+
+    def _mapping(self, node: MappingNode, path: str, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         entries = self._merged_entries(node, path) + self._own_entries(node, path)
         for key, key_node, value_node in entries:
             child = join_key(path, str(key))
             self.locator.lines[child] = _line(key_node)
-            result[key] = self.value(value_node, child)
+            result[key] = self.value(value_node, child, depth + 1)
         return result
 
     def _own_entries(self, node: MappingNode, path: str, *, report: bool = True) -> list[_Entry]:
@@ -134,7 +181,7 @@ class _Builder:
             if not isinstance(key_node, ScalarNode):
                 self._issue(path, "a mapping key must be a plain value", key_node, report)
                 continue
-            key = self._constructor.construct_object(key_node)
+            key = self._scalar(key_node)
             if key in seen:
                 where = f"duplicate key (first defined on line {seen[key]})"
                 self._issue(join_key(path, str(key)), where, key_node, report)
@@ -151,6 +198,7 @@ class _Builder:
                 continue
             sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
             for merged in reversed(sources):
+                self._count(merged, 0)  # merges of merges expand like aliases do
                 if not isinstance(merged, MappingNode):
                     self._issue(
                         path,

@@ -146,11 +146,12 @@ class MqttConnectionConfig:
         return urlsplit(self.url)
 
     def _url_problems(self) -> list[Problem]:
-        split = self._split()
         try:
+            split = self._split()
             port_ok = split.port is None or split.port > 0
-        except ValueError:
-            port_ok = False
+        except ValueError:  # a bad port, or an unclosed IPv6 bracket (`mqtt://[::1`)
+            return [Problem("url", f"{_URL_EXPECTED}, got {describe(self.url)}",
+                            IssueKind.WRONG_TYPE)]  # fmt: skip
         well_formed = split.scheme in _DEFAULT_PORTS and bool(split.hostname) and port_ok
         if well_formed and (split.username is not None or split.password is not None):
             # Never echo the url: it holds a secret. Status pages and systemd show urls.
