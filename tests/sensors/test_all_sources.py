@@ -11,7 +11,6 @@ synchronously) would show as a stall.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import tracemalloc
 from collections.abc import Coroutine
@@ -114,7 +113,7 @@ async def append_lines(path: Path) -> None:
 
 async def post_events(http: HttpSource) -> None:
     """A local program posting 20-event NDJSON requests over one keep-alive connection."""
-    await http.started.wait()
+    await asyncio.wait_for(http.started.wait(), 30)
     reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
     body = b"".join(orjson.dumps({"i": i}) + b"\n" for i in range(20))
     head = (
@@ -156,8 +155,11 @@ async def run_all(
     lag = await ticker
     for task in tasks:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    # Bounded: a source that ignored its cancellation would otherwise hang the suite.
+    done, pending = await asyncio.wait(tasks, timeout=30)
+    assert not pending, f"still running 30 s after cancel: {[t.get_coro() for t in pending]}"
+    failed = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+    assert not failed, failed
     stored = sum(s.stats.stored for s in sources)
     assert all(getattr(s.stats, "errors", 0) == 0 for s in sources), [s.stats for s in sources]
     assert all(s.stats.stored > 0 for s in sources), [(s.name, s.stats) for s in sources]
