@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from sync.http_server import Handler, HttpServer, Request, Response, json_response
+from sync.http_server import HttpServer
+from sync.http_types import Handler, Request, Response, json_response
 from sync.metrics import CONTENT_TYPE, Registry
 from sync.metrics_config import MetricsConfig
 

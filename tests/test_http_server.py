@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from sync.http_server import HttpServer, Request, Response, error_response, json_response
+from sync.http_server import HttpServer
+from sync.http_types import Request, Response, error_response, json_response
 
 Reply = tuple[int, dict[str, str], bytes]
 

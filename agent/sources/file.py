@@ -45,7 +45,8 @@ from agent.sources.decode import (
     field_path,
     trusted_time,
 )
-from agent.sources.file_follow import FileStats, Follower, Line, LongLine, Position
+from agent.sources.file_follow import FileStats, Follower, Line, LongLine
+from agent.sources.file_position import Position
 from agent.sources.payloads import number_or_text
 from agent.sources.polling import ConditionLog
 

@@ -22,27 +22,35 @@ file's first bytes tells a reused inode from the file last read. The protocol of
 The caller commits the events of a step together with `Step.position`, so a restart
 resumes exactly after the last line stored. The follower does blocking I/O and runs
 on a worker thread (see `agent/sources/file.py`); one step is bounded in bytes and
-lines.
+lines. The stored position and its fingerprint are `agent/sources/file_position.py`,
+the search for rotated siblings is `agent/sources/file_rotation.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import math
 import os
-import re
-import stat
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
-import orjson
-
+from agent.sources.file_position import (
+    FINGERPRINT_BYTES,
+    Identity,
+    Position,
+    fingerprint,
+    same_start,
+)
+from agent.sources.file_rotation import (
+    MAX_SIBLINGS,
+    oldest_unread,
+    rotated_siblings,
+    skipped_between,
+)
 from agent.sources.polling import ConditionLog
 
 log = logging.getLogger(__name__)
@@ -50,74 +58,6 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES: Final = 1024 * 1024
 CHUNK_LINES: Final = 5000
 SAMPLE_BYTES: Final = 1024
-FINGERPRINT_BYTES: Final = 256
-MAX_SIBLINGS: Final = 20
-COMPRESSED: Final = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip")
-NUMBERED: Final = re.compile(r"\.([0-9]{1,9})")
-
-Identity = tuple[int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where reading stands: the file's identity and the offset after the last line taken.
-
-    `header` is the csv header line of that file; `skipping` says the offset is inside
-    an over-long line already dead-lettered, whose rest up to its newline is dropped.
-    `path` is the configured path it was taken for (None: stored before paths were);
-    `fingerprint` is the digest of the file's first `fingerprint_size` bytes, so a new
-    file that got the inode of a deleted one is not resumed in the middle.
-    """
-
-    dev: int
-    ino: int
-    offset: int
-    header: str | None = None
-    skipping: bool = False
-    path: str | None = None
-    fingerprint: str = ""
-    fingerprint_size: int = 0
-
-    @property
-    def identity(self) -> Identity:
-        return self.dev, self.ino
-
-    def encode(self) -> bytes:
-        """The bytes stored in the queue's state table."""
-        return orjson.dumps(
-            {"dev": self.dev, "ino": self.ino, "offset": self.offset,
-             "header": self.header, "skipping": self.skipping, "path": self.path,
-             "fingerprint": self.fingerprint, "fingerprint_size": self.fingerprint_size}
-        )  # fmt: skip
-
-    @classmethod
-    def decode(cls, raw: bytes) -> Position | None:
-        """The stored position, or None (logged) when it cannot be read back."""
-        try:
-            data: Any = orjson.loads(raw)
-            path = data.get("path")
-            return cls(
-                int(data["dev"]), int(data["ino"]), int(data["offset"]),
-                data.get("header"), bool(data.get("skipping", False)),
-                None if path is None else str(path), str(data.get("fingerprint", "")),
-                int(data.get("fingerprint_size", 0)),
-            )  # fmt: skip
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            log.warning("Stored file position %r is unreadable (%s); starting afresh", raw, exc)
-            return None
-
-
-def fingerprint(head: bytes) -> str:
-    return hashlib.blake2b(head, digest_size=16).hexdigest()
-
-
-def same_start(fd: int, position: Position) -> bool:
-    """Whether the open file still begins with the bytes the position's fingerprint saw."""
-    size = position.fingerprint_size
-    if size == 0:
-        return True
-    head = os.pread(fd, size, 0)
-    return len(head) == size and fingerprint(head) == position.fingerprint
 
 
 class LongLine(NamedTuple):
@@ -152,66 +92,6 @@ class Step:
     position: Position | None
     more: bool
     gaps: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Sibling:
-    """A regular file beside the followed path whose name starts with the path's name."""
-
-    path: str
-    identity: Identity
-    mtime_ns: int
-    number: int | None  # N of a numbered rotation, `app.log.N`
-    compressed: bool
-
-
-def rotated_siblings(path: str) -> list[Sibling]:
-    """The MAX_SIBLINGS most recently modified rotated files of `path` (bounded work)."""
-    folder, base = os.path.split(path)
-    found = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name != base and entry.name.startswith(base):
-                sibling = _sibling(entry, entry.name[len(base) :])
-                if sibling is not None:
-                    found.append(sibling)
-    found.sort(key=lambda s: s.mtime_ns, reverse=True)
-    return found[:MAX_SIBLINGS]
-
-
-def _sibling(entry: os.DirEntry[str], suffix: str) -> Sibling | None:
-    try:
-        st = entry.stat()
-    except OSError:
-        return None  # gone since the listing
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    numbered = NUMBERED.fullmatch(suffix)
-    number = None if numbered is None else int(numbered[1])
-    compressed = suffix.endswith(COMPRESSED)
-    return Sibling(entry.path, (st.st_dev, st.st_ino), st.st_mtime_ns, number, compressed)
-
-
-def _age(sibling: Sibling) -> tuple[int, int, str]:
-    """Oldest first: by modification time, then `.2` before `.1`, then by name (dates)."""
-    return sibling.mtime_ns, -(sibling.number or 0), sibling.path
-
-
-def skipped_between(
-    siblings: list[Sibling], finished: Identity, finished_mtime: int, chosen: Sibling | None
-) -> int:
-    """How many rotated files lie between the finished file and the next one, unreadable.
-
-    With numbered rotation (`app.log.3` finished, `app.log.1` next) they are the numbers
-    in between, whatever became of them; otherwise the compressed siblings modified in
-    between (compression keeps the time, so the finished file's own copy is not one).
-    """
-    done = next((s for s in siblings if s.identity == finished), None)
-    upper = 0 if chosen is None else chosen.number
-    if done is not None and done.number is not None and upper is not None:
-        return max(0, done.number - upper - 1)
-    limit = math.inf if chosen is None else chosen.mtime_ns
-    return sum(1 for s in siblings if s.compressed and finished_mtime < s.mtime_ns <= limit)
 
 
 class Follower:
@@ -467,12 +347,7 @@ class Follower:
         assert self.position is not None
         finished, current = self.position.identity, self._stat_path()
         siblings = rotated_siblings(self.path)
-        unread = [
-            s for s in siblings
-            if not s.compressed and s.mtime_ns >= finished_mtime
-            and s.identity != current and s.identity not in self._finished
-        ]  # fmt: skip
-        chosen = min(unread, key=_age, default=None)
+        chosen = oldest_unread(siblings, finished_mtime, current, self._finished)
         gaps = skipped_between(siblings, finished, finished_mtime, chosen)
         if gaps:
             self._lost(gaps, f"{gaps} rotated file(s) since the last read are gone or compressed")

@@ -43,7 +43,8 @@ from agent.queue import DurableQueue, NewEvent, QueueError, WriteTx, encode_payl
 from agent.sources.decode import DEFAULT_MAX_FUTURE, field_path, trusted_time
 from agent.sources.polling import ConditionLog
 from sync.backoff import Backoff
-from sync.http_server import HttpServer, Request, Response, error_response, json_response
+from sync.http_server import HttpServer
+from sync.http_types import Request, Response, error_response, json_response
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Final
 
-from sync.http_server import Handler, Request, Response, error_response, json_response
+from sync.http_types import Handler, Request, Response, error_response, json_response
 from sync.hub.fleet_views import FleetReader, StoreUnreadableError, View, reader_for
 from sync.hub.service import Hub
 
