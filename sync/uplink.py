@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sync import set_aside
 from sync.backoff import Backoff
 from sync.batch_sizer import BatchSizer
 from sync.condition_log import ConditionLog, Wording
@@ -166,6 +167,9 @@ class Uplink:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.connection.run(), name="edgestream[uplink].mqtt")
                 tasks.create_task(self._state.run(), name="edgestream[uplink].state")
+                for notice in set_aside.pending(saved):
+                    name = f"edgestream[uplink.{notice.stream}].set_aside"
+                    tasks.create_task(self._report_set_aside(notice), name=name)
                 for drain in drains:
                     name = f"edgestream[uplink.{drain.stream}]"
                     tasks.create_task(self._drain(drain), name=name)
@@ -204,6 +208,28 @@ class Uplink:
                 backoff.reset()
                 self._retries.cleared(key=drain.stream)
                 drain.acked(planned)  # Step 4
+
+    async def _report_set_aside(self, notice: set_aside.SetAsideRange) -> None:
+        """Tell the hub, until it acknowledges, which numbers of an old epoch are gone."""
+        backoff = Backoff(self.config.broker.backoff_initial, self.config.broker.backoff_max)
+        while True:
+            batch = notice.batch(self.device_id, time.time())
+            data = await self._encode(batch)
+            await self.connection.wait_connected()
+            try:
+                await self._send_one(batch, data)
+            except (TimeoutError, BatchRejectedError, MqttPublishError) as exc:
+                self._retries.failed(f"Set-aside gap of {notice.stream} not acknowledged "
+                                     f"({_why(exc)})", key=notice.state_name,
+                                     kind=type(exc).__name__)  # fmt: skip
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            self._retries.cleared(key=notice.state_name)
+            self._stats.gaps += notice.last_seq - notice.first_seq + 1
+            self._state.put(notice.state_name, b"")
+            log.info("Hub acknowledged the set-aside gap %s %d-%d of epoch %s", notice.stream,
+                     notice.first_seq, notice.last_seq, notice.epoch)  # fmt: skip
+            return
 
     async def _retry_later(self, planned: PlannedBatch, exc: Exception, backoff: Backoff) -> None:
         self._stats.retries += 1

@@ -17,12 +17,14 @@ from typing import Any, TypeVar
 
 from agent.queue import reader, schema
 from agent.queue.errors import QueueClosedError, QueueError, UnknownStreamError
-from agent.queue.integrity import set_aside_if_corrupt
+from agent.queue.integrity import set_aside_if_corrupt, unsent_ranges
 from agent.queue.records import InflightMark, NewEvent, StreamLimits, StreamStats
 from agent.queue.streams import DEADLETTER_LIMITS, DEADLETTER_STREAM, load_streams
 from agent.queue.transaction import WriteTx
 from agent.queue.writer import GroupCommitWriter
 from sync.outbox import OutboxBatch
+from sync.stream_drain import CONSUMER as UPLINK_CONSUMER
+from sync.uplink_state import OWNER as UPLINK_OWNER
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,19 @@ class DurableQueue:
         queue = cls(path, epoch, writer, read_worker, limits, sizes, last)
         queue.set_aside = set_aside
         writer.start()
+        if set_aside is not None:
+            await queue._keep_unsent_ranges(set_aside)
         return queue
+
+    async def _keep_unsent_ranges(self, set_aside: Path) -> None:
+        """Hand the uplink what the set-aside file had not sent (sync/set_aside.py)."""
+        ranges = await asyncio.to_thread(unsent_ranges, set_aside, UPLINK_CONSUMER)
+        if ranges:
+            await self.save_state(UPLINK_OWNER, {r.state_name: r.to_bytes() for r in ranges})
+            log.error(
+                "The set-aside queue held unsent events the hub will be told about as gaps: %s",
+                ", ".join(f"{r.stream} {r.first_seq}-{r.last_seq}" for r in ranges),
+            )
 
     @property
     def epoch(self) -> str:

@@ -22,6 +22,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from sync.set_aside import SetAsideRange
+
 log = logging.getLogger(__name__)
 
 SIDE_FILES = ("", "-wal", "-shm")
@@ -59,3 +61,35 @@ def set_aside_if_corrupt(path: Path) -> Path | None:
         path, reason, target, target,
     )  # fmt: skip
     return target
+
+
+def unsent_ranges(path: Path, consumer: str) -> list[SetAsideRange]:
+    """Per stream of a set-aside file, what `consumer` (the uplink) had not yet sent.
+
+    Best effort: a corrupt file may still answer these small queries (the damage is
+    often in the large events table); when it does not, the ranges stay unknown, which
+    is logged, and the file itself is still kept.
+    """
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            return _unsent(conn, consumer, time.time())
+    except sqlite3.DatabaseError as exc:
+        log.error("Could not read the streams of the set-aside %s (%s): the hub will not be "
+                  "told which events it kept", path, exc)  # fmt: skip
+        return []
+
+
+def _unsent(conn: sqlite3.Connection, consumer: str, now: float) -> list[SetAsideRange]:
+    epoch = conn.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()
+    if epoch is None:
+        return []
+    rows = conn.execute(
+        "SELECT s.name, s.next_seq, c.position FROM streams s"
+        " JOIN cursors c ON c.stream_id = s.id AND c.consumer = ? AND c.active = 1",
+        (consumer,),
+    ).fetchall()
+    return [
+        SetAsideRange(str(epoch[0]), name, position + 1, next_seq - 1, now)
+        for name, next_seq, position in rows
+        if next_seq - 1 > position
+    ]

@@ -29,6 +29,7 @@ an exclusive lock file beside it and refuses a second writer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import os
 import sqlite3
@@ -41,8 +42,10 @@ from typing import Protocol
 
 import orjson
 
+from sync import set_aside
 from sync.hub import republish_outbox
 from sync.hub.republish_outbox import Pending
+from sync.outbox import Gap
 from sync.wire import Batch
 
 _DDL = (
@@ -223,7 +226,8 @@ class SqliteCentralStore:
             [
                 (batch.device, batch.epoch, batch.stream, g.first_seq, g.last_seq, g.reason,
                  g.recorded_at, now)
-                for g in batch.gaps
+                for g in (self._clip_set_aside(batch, gap) for gap in batch.gaps)
+                if g.first_seq <= g.last_seq
             ],
         )  # fmt: skip
         duplicates = len(batch.events) - committed
@@ -235,6 +239,27 @@ class SqliteCentralStore:
                 (int(now // 60), batch.device, committed),
             )
         return CommitResult(committed, duplicates)
+
+    def _clip_set_aside(self, batch: Batch, gap: Gap) -> Gap:
+        """A set-aside gap starts after the events of it that did arrive.
+
+        The device reads the range from its old file's uplink cursor, which is saved a
+        little behind the acks (sync/uplink_state.py): the first numbers of the range may
+        be here already, and a gap must never cover an event the store holds.
+        """
+        if gap.reason != set_aside.REASON:
+            return gap
+        first = gap.first_seq
+        rows = self._conn.execute(
+            "SELECT seq FROM events WHERE device = ? AND epoch = ? AND stream = ?"
+            " AND seq BETWEEN ? AND ? ORDER BY seq",
+            (batch.device, batch.epoch, batch.stream, gap.first_seq, gap.last_seq),
+        )
+        for (seq,) in rows:
+            if seq != first:
+                break
+            first += 1
+        return dataclasses.replace(gap, first_seq=first)
 
     def _prune_minutes(self, now: float) -> None:
         """Delete per-minute counts past `MINUTES_KEPT`, at most once per minute."""

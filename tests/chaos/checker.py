@@ -161,28 +161,36 @@ def _check_set_aside(
     """(a) for a set-aside epoch: each committed seq at the hub, in a gap, or in the file."""
     committed = snapshot.committed.get(stream, 0)
     at_hub = _seqs(hub_db, "SELECT seq FROM events", snapshot.epoch, stream)
-    gapped: set[int] = set()
-    for first, last in query(
-        hub_db, "SELECT first_seq, last_seq FROM gaps WHERE device = ? AND epoch = ? "
+    gapped: dict[int, str] = {}
+    for first, last, reason in query(
+        hub_db, "SELECT first_seq, last_seq, reason FROM gaps WHERE device = ? AND epoch = ? "
         "AND stream = ?", DEVICE, snapshot.epoch, stream,
     ):  # fmt: skip
-        gapped.update(range(first, last + 1))
+        gapped.update(dict.fromkeys(range(first, last + 1), reason))
     stored = snapshot.stored.get(stream, frozenset())
     result.committed += committed
     result.at_hub += len(at_hub)
-    lost = 0
+    lost = untold = 0
     for seq in range(1, committed + 1):
         if seq in at_hub:
+            if seq in gapped:
+                problems.append(f"{stream}: seq {seq} of epoch {snapshot.epoch} is at the hub "
+                                f"and inside a {gapped[seq]} gap")  # fmt: skip
             continue
-        if seq in gapped:
+        if gapped.get(seq) == "set_aside" and seq in stored:
+            result.set_aside += 1  # kept in the file, and the hub was told (sync/set_aside.py)
+        elif seq in gapped:
             result.in_gaps += 1
         elif seq in stored:
-            result.set_aside += 1
+            untold += 1
         else:
             lost += 1
-    result.lost += lost
+    result.lost += lost + untold
     if lost:
         problems.append(f"{stream}: {lost} seqs of set-aside epoch {snapshot.epoch} lost")
+    if untold:
+        problems.append(f"{stream}: {untold} seqs of set-aside epoch {snapshot.epoch} are in "
+                        "the set-aside file but in no gap at the hub")  # fmt: skip
 
 
 def _seqs(hub_db: Path, select: str, epoch: str, stream: str) -> set[int]:

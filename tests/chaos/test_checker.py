@@ -148,10 +148,11 @@ def windows_over(indices: list[int]) -> list[bytes]:
     return out
 
 
-def set_aside_run(tmp: Path, lose_one: bool) -> CheckResult:
+def set_aside_run(tmp: Path, lose_one: bool, told: bool = True) -> CheckResult:
     """Epoch `old` held readings 0-49; its file was set aside with seqs 41-50 unsent (the
-    hub has 1-48: 41-48 were sent but not yet acked). The new epoch re-ingested 45-49
-    and went on to 99."""
+    hub has 1-48: 41-48 were sent but not yet acked), and the agent told the hub of the
+    rest as `set_aside` gaps (unless not `told`). The new epoch re-ingested 45-49 and
+    went on to 99."""
     queue_db, hub_db = tmp / "queue.db", tmp / "central.db"
     with closing(sqlite3.connect(queue_db, isolation_level=None)) as q:
         new = ensure_schema(q)
@@ -173,6 +174,9 @@ def set_aside_run(tmp: Path, lose_one: bool) -> CheckResult:
         for epoch, stream, seq, payload in rows:
             h.execute("INSERT INTO events VALUES (?, ?, ?, ?, 0, 0, NULL, NULL, ?, NULL, ?)",
                       (DEVICE, epoch, stream, seq, payload, float(seq)))  # fmt: skip
+        for stream, first, last in (("sensors", 49, 50), ("windows", 4, 5)) if told else ():
+            h.execute("INSERT INTO gaps VALUES (?, 'old', ?, ?, ?, 'set_aside', 0, 0)",
+                      (DEVICE, stream, first, last))  # fmt: skip
     snapshot = SetAside(
         "old", {"sensors": 50, "windows": 5, "sim": 0},
         {"sensors": frozenset(range(41, 51)), "windows": frozenset({4, 5})},
@@ -194,3 +198,11 @@ def test_a_set_aside_queue_is_accounted_for_epoch_by_epoch(tmp_path: Path) -> No
 def test_a_seq_lost_from_a_set_aside_epoch_is_reported(tmp_path: Path) -> None:
     result = set_aside_run(tmp_path, lose_one=True)
     assert result.problems == ["sensors: 1 seqs of set-aside epoch old lost"]
+
+
+def test_a_set_aside_epoch_the_hub_was_not_told_of_is_reported(tmp_path: Path) -> None:
+    result = set_aside_run(tmp_path, lose_one=False, told=False)
+    assert result.problems == [
+        "sensors: 2 seqs of set-aside epoch old are in the set-aside file but in no gap at the hub",
+        "windows: 2 seqs of set-aside epoch old are in the set-aside file but in no gap at the hub",
+    ]
