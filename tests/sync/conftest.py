@@ -129,8 +129,13 @@ async def running(uplink: Uplink) -> AsyncIterator[Uplink]:
         yield uplink
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Bounded: an uplink that ignored its cancellation fails here instead of hanging
+        # the suite until pytest's timeout (seen once on a heavily loaded machine).
+        done, _ = await asyncio.wait([task], timeout=30)
+        assert done, f"the uplink did not stop within 30 s of its cancellation: {task}"
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
