@@ -168,7 +168,8 @@ class Connection:
         if self.deadline is not None:
             timeout = max(0.0, self.deadline - self._now())
         try:
-            data = await asyncio.wait_for(self.reader.read(_CHUNK), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can lose a cancel
+                data = await self.reader.read(_CHUNK)
         except TimeoutError:
             if self.deadline is None:
                 return b""
@@ -200,7 +201,8 @@ class Connection:
         """Write and wait until sent; a client that stops reading times out like one that
         stops writing."""
         self.writer.write(b"".join(chunk for chunk in chunks if chunk))
-        await asyncio.wait_for(self.writer.drain(), self.server.read_timeout)
+        async with asyncio.timeout(self.server.read_timeout):
+            await self.writer.drain()
 
     @staticmethod
     def _now() -> float:

@@ -156,7 +156,8 @@ async def _run_all(
             )
             if duration > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), duration)
+                    async with asyncio.timeout(duration):
+                        await stop.wait()
             else:
                 await stop.wait()
             stop.set()

@@ -20,6 +20,7 @@ way with unchanged cursors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -106,6 +107,10 @@ class PipelineRunner:
         self._last_idle_check = time.monotonic()
         self._careful_until = 0
         self._read_ahead: tuple[int, asyncio.Future[OutboxBatch]] | None = None
+        self._inflight: asyncio.Task[None] | None = None
+        """The commit of the previous slice, while the next one is processed."""
+        self._handed_over = False
+        """Whether the in-flight commit's job is already with the queue's writer."""
 
     @property
     def position(self) -> int:
@@ -149,29 +154,45 @@ class PipelineRunner:
             if self._read_ahead is not None:
                 self._read_ahead[1].cancel()
                 self._read_ahead = None
+            await self._settle_inflight()
+
+    async def _settle_inflight(self) -> None:
+        """On stop: let a commit the writer already holds land; drop one not yet handed over.
+
+        A job handed to the writer commits whatever happens to its caller. A runner
+        started next (a config reload) must read the cursor and snapshots AFTER it, or
+        it would process that slice again and write its outputs twice (promise 4).
+        """
+        task, self._inflight = self._inflight, None
+        if task is None or task.done():
+            return
+        if not self._handed_over:
+            task.cancel()  # still waiting for room: nothing of it was written
+            return
+        with contextlib.suppress(Exception):  # a failed commit wrote nothing either
+            await asyncio.shield(task)
 
     async def _run_slices(self) -> None:
         await self.restore()
-        inflight: asyncio.Task[None] | None = None
         while True:
             try:
                 prepared = await self._process_slice()
-                if inflight is not None:
-                    await inflight
-                    inflight = None
+                if self._inflight is not None:
+                    await asyncio.shield(self._inflight)  # a stop must not cancel a commit
+                    self._inflight = None
                     self._commit_failures.cleared()
                 if prepared is not None:
-                    inflight = asyncio.ensure_future(self._submit(prepared))
+                    self._inflight = asyncio.ensure_future(self._submit(prepared))
                     if time.monotonic() - self._last_idle_check >= IDLE_CHECK_INTERVAL:
-                        await inflight
-                        inflight = None
+                        await asyncio.shield(self._inflight)
+                        self._inflight = None
                         await self.release_idle()
                 else:
                     await self._wait_or_idle()
             except (QueueError, _Replay) as exc:
-                if inflight is not None:
-                    await asyncio.gather(inflight, return_exceptions=True)
-                    inflight = None
+                if self._inflight is not None:
+                    await asyncio.gather(self._inflight, return_exceptions=True)
+                    self._inflight = None
                 await self.restore()  # back to the committed state: nothing half-applied
                 if isinstance(exc, QueueError):
                     self._commit_failures.failed(str(exc), kind=type(exc).__name__)
@@ -331,10 +352,12 @@ class PipelineRunner:
             for stream, upto in prepared.cursors.items():
                 tx.set_cursor(self.consumer, stream, upto)
 
+        self._handed_over = False
         for stream in prepared.events:
             if stream != DEADLETTER_STREAM:
                 await self.queue.wait_for_room(stream)
         weight = max(1, sum(len(e) for e in prepared.events.values()))
+        self._handed_over = True  # transact() queues the job before its first await
         await self.queue.transact(write, weight=weight)
         self.stats.events_out += prepared.main_outputs
         self.stats.side_out += weight - prepared.main_outputs if prepared.events else 0

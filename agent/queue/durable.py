@@ -318,7 +318,11 @@ class DurableQueue:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+            # that lands as the waiter completes, and the cancelled task runs on (a
+            # component a reload or a stop had cancelled, never stopping).
+            async with asyncio.timeout(timeout):
+                await waiter
         except TimeoutError:
             return False
         finally:

@@ -167,7 +167,8 @@ class JetStreamCentralStore:
     async def _acked(self, future: asyncio.Future[PubAck]) -> PubAck:
         if future.done():
             return future.result()
-        return await asyncio.wait_for(future, self._timeout)
+        async with asyncio.timeout(self._timeout):  # not wait_for: it can lose a cancel
+            return await future
 
     async def _commit_sliced(self, batch: Batch) -> CommitResult:
         """Granularity batch: gaps, then the events JetStream lacks, as `_batch` slices."""

@@ -87,7 +87,8 @@ class Republisher:
             rows = await asyncio.to_thread(self.queue.republish_pending, self.config.read_batch)
             if not rows:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+                    async with asyncio.timeout(IDLE_POLL):  # not wait_for: see durable.py
+                        await self._wake.wait()
                 self._wake.clear()
                 continue
             await asyncio.gather(*(self._publish(row) for row in rows))

@@ -123,3 +123,27 @@ async def test_an_event_that_makes_a_step_raise_is_dead_lettered(queue: DurableQ
     assert [orjson.loads(e.payload)["n"] for e in dead] == [2]
     assert dead[0].headers is not None and dead[0].headers["reason"] == "pipeline_error"
     assert run.stats.errors == 1
+
+
+async def test_a_stopped_runner_lets_its_handed_over_commit_land_first(tmp_path: Path) -> None:
+    """A reload restarts a changed pipeline: the new runner reads the committed cursor and
+    snapshots. A commit the old runner had handed to the writer lands anyway (a cancelled
+    caller does not withdraw a queued job), so the old runner must not return before it
+    has: else the new one processes that slice again and writes its outputs twice."""
+    limits = {name: StreamLimits(1 << 30, 1e9) for name in STREAMS}
+    slow = await DurableQueue.open(tmp_path, limits, commit_interval=0.5, synchronous="normal")
+    try:
+        await put(slow, "raw", *({"v": i} for i in range(500)))
+        old = runner(slow, "      - filter: 'v >= 0'\n")
+        task = asyncio.create_task(old.run())
+        deadline = time.monotonic() + 10
+        while not (old._handed_over and old._inflight is not None and not old._inflight.done()):
+            assert time.monotonic() < deadline, "no commit was ever in flight"
+            await asyncio.sleep(0.001)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        # What a new runner would restore from, read right after the old one stopped:
+        assert await slow.cursor("raw", "pipeline:p") == 500
+        assert slow.last_seq("out") == 500
+    finally:
+        await slow.close()
