@@ -53,4 +53,6 @@ def running_pid(data_dir: str | Path) -> int | None:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return pid if b"edgestream" in command or b"agent.cli" in command else None
+    words = command.split(b"\0")
+    daemon = any(w.endswith((b"edgestream", b"agent.cli.main")) for w in words) and b"run" in words
+    return pid if daemon else None

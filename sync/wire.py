@@ -175,7 +175,7 @@ def _check_ack_signature(key: bytes, obj: dict[str, object]) -> None:
     signature = obj.get("sig")
     if not isinstance(signature, str):
         raise WireFormatError("unsigned ack (this device signs its batches: acks must be signed)")
-    if not hmac.compare_digest(signature, _ack_signature(key, obj)):
+    if not hmac.compare_digest(signature.encode(), _ack_signature(key, obj).encode()):
         raise WireFormatError("ack signature does not match this device's key")
 
 

@@ -48,7 +48,15 @@ def handle(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_NOT_RUNNING
     before = _reload_counts(config)
-    os.kill(pid, signal.SIGHUP)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"agent {pid} exited before it could be asked to reload", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except PermissionError:
+        print(f"not allowed to signal agent {pid}: run this as its user (sudo -u edgestream) "
+              "or use `systemctl reload edgestream`", file=sys.stderr)  # fmt: skip
+        return EXIT_REFUSED
     if args.no_wait or before is None:
         print(f"asked agent {pid} to reload; its log says whether it applied the config")
         return 0

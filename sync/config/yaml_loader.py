@@ -82,6 +82,9 @@ def load_yaml(text: str, source: str) -> tuple[Any, Locator, list[ConfigIssue]]:
         value = None if root is None else builder.value(root, "")
     except _Refused as refused:
         raise ConfigError([refused.issue], source) from None
+    except RecursionError:  # a merge key that refers to its own mapping (`a: &a {<<: *a}`)
+        issue = ConfigIssue("", "a merge key (<<) refers to itself", None, IssueKind.SYNTAX)
+        raise ConfigError([issue], source) from None
     return value, builder.locator, builder.issues
 
 

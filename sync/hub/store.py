@@ -287,10 +287,12 @@ class SqliteCentralStore:
         self._conn.execute(
             "INSERT INTO devices (device, first_seen, last_seen, last_epoch, clock_skew,"
             " clock_skew_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device) DO UPDATE SET"
-            " last_seen = excluded.last_seen, last_epoch = excluded.last_epoch,"
+            " last_seen = excluded.last_seen,"
+            " last_epoch = CASE WHEN ? THEN last_epoch ELSE excluded.last_epoch END,"
             f" {_BEST_SKEW}",
-            (batch.device, now, now, batch.epoch, skew, None if skew is None else now),
-        )
+            (batch.device, now, now, batch.epoch, skew, None if skew is None else now,
+             _old_epoch_notice(batch)),
+        )  # fmt: skip
 
     async def record_rejection(self, device: str, reason: str) -> None:
         """Count a refused batch on the device's row (created if the device is new)."""
@@ -340,6 +342,11 @@ def backlog_age(batch: Batch) -> float | None:
     if batch.sent_at is None or not batch.events:
         return None
     return batch.sent_at - batch.events[0].ingest_time
+
+
+def _old_epoch_notice(batch: Batch) -> bool:
+    """An event-less set-aside batch speaks for an epoch the device has already left."""
+    return not batch.events and any(g.reason == set_aside.REASON for g in batch.gaps)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:

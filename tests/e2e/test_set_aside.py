@@ -109,5 +109,7 @@ def test_unsent_events_of_a_set_aside_queue_become_a_gap_at_the_hub(
     new_epoch = query(queue_db, "SELECT value FROM meta WHERE name = 'epoch'")[0][0]
     assert new_epoch != epoch
     wait_until(lambda: hub_max_seq(hub_db, new_epoch) > 0, 30, "the new epoch's events", agent)
+    # The old epoch's notice does not make it the device's current epoch again.
+    assert query(hub_db, "SELECT last_epoch FROM devices") == [(new_epoch,)]
     assert agent.terminate() == 0
     assert hub.terminate() == 0

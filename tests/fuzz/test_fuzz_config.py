@@ -226,3 +226,10 @@ def test_a_malformed_ipv6_uplink_url_is_a_config_error() -> None:
     text = "device_id: a\nstreams: {s: {}}\nuplink: {broker: {url: 'mqtt://[::1'}}\n"
     with pytest.raises(ConfigError):
         parse_agent_config(text, "<fuzz>", ENV)
+
+
+def test_a_merge_key_that_refers_to_its_own_mapping_is_a_config_error() -> None:
+    """Found in review: `<<: *a` inside `&a` recursed until Python's limit."""
+    error = parse_agent("a: &a {x: 1, <<: *a}\n")
+    assert isinstance(error, ConfigError)
+    assert "refers to itself" in str(error)

@@ -129,3 +129,12 @@ def test_signed_acks_verify_only_with_their_key() -> None:
     forged = signed.replace(b'"upto_seq":5', b'"upto_seq":9')
     with pytest.raises(WireFormatError, match="does not match"):
         Ack.from_bytes(forged, key)
+
+
+def test_a_non_ascii_ack_signature_is_a_wire_format_error() -> None:
+    forged = (
+        b'{"v":1,"batch_id":"b","stream":"s","epoch":"e","upto_seq":1,"status":"ok",'
+        b'"sig":"\xc3\xa9"}'
+    )
+    with pytest.raises(WireFormatError, match="does not match"):
+        Ack.from_bytes(forged, b"k" * 32)
