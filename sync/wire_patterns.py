@@ -62,9 +62,15 @@ def parse_object(payload: bytes) -> dict[str, Any] | None:
         obj = _loads(payload)
     except orjson.JSONDecodeError:
         return None
-    if type(obj) is not dict or _nests_deeper(obj, MAX_NESTING) or _dumps(obj) != payload:
+    if type(obj) is not dict or _deep(payload, obj) or _dumps(obj) != payload:
         return None
     return obj
+
+
+def _deep(payload: bytes, obj: dict[str, Any]) -> bool:
+    """Nested past MAX_NESTING; fewer brackets than that cannot be, whatever their order."""
+    brackets = payload.count(b"{") + payload.count(b"[")
+    return brackets > MAX_NESTING and _nests_deeper(obj, MAX_NESTING)
 
 
 def _nests_deeper(obj: dict[str, Any], limit: int) -> bool:
